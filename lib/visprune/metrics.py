@@ -60,6 +60,7 @@ __all__ = [
     "attention_entropy",
     "load_synonyms",
     "caption_objects",
+    "object_parser",
     "chair",
     "bootstrap_ci",
     "bootstrap_diff_ci",
@@ -721,8 +722,16 @@ class _ObjectFinder:
         return [(phrase, canonical) for _, phrase, canonical in found]
 
 
-def _finder(synonyms: Any) -> _ObjectFinder:
+def object_parser(synonyms: Any = None) -> _ObjectFinder:
+    """A reusable caption parser for a synonym table (anything ``load_synonyms`` accepts).
+
+    Building the parser indexes the table's phrases once; pass the result as ``synonyms`` to
+    :func:`caption_objects` (or :func:`chair`) when parsing many captions with one table.
+    """
     return synonyms if isinstance(synonyms, _ObjectFinder) else _ObjectFinder(load_synonyms(synonyms))
+
+
+
 
 
 def caption_objects(caption: str, synonyms: Any = None) -> list[str]:
@@ -743,7 +752,7 @@ def caption_objects(caption: str, synonyms: Any = None) -> list[str]:
     """
     if not isinstance(caption, str):
         raise ValueError(f"caption: must be a string, got {type(caption).__name__}")
-    return [canonical for _, canonical in _finder(synonyms).mentions(caption)]
+    return [canonical for _, canonical in object_parser(synonyms).mentions(caption)]
 
 
 def _caption_length(caption: str) -> int:
@@ -795,7 +804,7 @@ def chair(
             f"ground_truth: has no entry for {len(missing)} caption id(s), e.g. {missing[:3]!r}; "
             "give the ground-truth objects of every captioned image"
         )
-    finder = _finder(synonyms)
+    finder = object_parser(synonyms)
     table = {" ".join(k): c for k, c in finder.phrases.items() if c is not None}
 
     rows = []
