@@ -1,0 +1,622 @@
+"""Visual token selectors (ALGORITHMS.md, "Pruning methods"; DESIGN.md sections 4 and 8).
+
+A selector looks at one image's vision-tower patch features ``X`` (N x d) and its CLS-to-patch
+attention ``a`` (N, summed over heads) and returns the indices of the K visual tokens to keep.
+Everything here works on batches of images and on whatever device the tensors are on.
+
+    >>> import torch
+    >>> from visprune.pruning import select
+    >>> feats, sal = torch.randn(2, 576, 1024), torch.rand(2, 576)
+    >>> keep = select("scope", feats, sal, 64, alpha=0.5)   # LongTensor (2, 64), ascending rows
+    >>> keep.shape
+    torch.Size([2, 64])
+
+Methods (``available_methods()``): ``random``, ``saliency``, ``scope``, ``divprune``,
+``adaptive``. FastV prunes inside the language model and lives with the model wrapper, not here.
+
+Adding a method is one function and one registry entry::
+
+    @register("my_method")
+    def my_method(features, saliency, k, *, my_param=1.0):
+        ...  # features (B, N, d), saliency (B, N), both validated; return LongTensor (B, k)
+
+The function receives validated tensors and an int ``k`` (1 <= k <= N), takes its parameters as
+keyword-only arguments with defaults (``select`` rejects any other keyword by name), and
+returns K distinct indices per row in any order, or ``(indices, info)`` with a dict of per-image
+diagnostics (returned by ``select(..., return_info=True)``). ``select`` sorts the rows and moves
+them to the features' device.
+
+Numerics: similarities are computed in float32, or float64 when the features are float64.
+Ties: wherever a method takes an argmax or a top-K, ties go to the lower token index.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from visprune.image_stats import erank_batch
+
+__all__ = [
+    "METHODS",
+    "register",
+    "available_methods",
+    "select",
+    "cosine_similarity_matrix",
+    "adaptive_threshold",
+    "random_select",
+    "saliency_select",
+    "scope_select",
+    "divprune_select",
+    "adaptive_select",
+    "ADAPTIVE_DEFAULT_C",
+    "ADAPTIVE_DEFAULT_TAU_MAX",
+]
+
+# name -> selector function; filled by the @register decorator below.
+METHODS: dict[str, Callable[..., Any]] = {}
+
+# The three positional arguments every selector takes; everything else is a keyword parameter.
+_POSITIONAL = ("features", "saliency", "k")
+
+
+def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator that adds a selector to ``METHODS`` under ``name``.
+
+    The function must take ``(features, saliency, k)`` positionally and its parameters as
+    keyword-only arguments with defaults; see the module docstring.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name: a selector needs a non-empty string name, got {name!r}")
+
+    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if name in METHODS:
+            raise ValueError(f"name: a selector called {name!r} is already registered")
+        params = list(inspect.signature(fn).parameters.values())
+        head = [p.name for p in params[: len(_POSITIONAL)]]
+        if head != list(_POSITIONAL) or any(p.kind is not p.KEYWORD_ONLY for p in params[len(_POSITIONAL):]):
+            raise ValueError(
+                f"selector {name!r}: the signature must be (features, saliency, k, *, params...), "
+                f"got {inspect.signature(fn)}"
+            )
+        METHODS[name] = fn
+        return fn
+
+    return decorator
+
+
+def available_methods() -> tuple[str, ...]:
+    """Names of the registered selectors, sorted."""
+    return tuple(sorted(METHODS))
+
+
+def _method_params(fn: Callable[..., Any]) -> dict[str, Any]:
+    """Keyword parameters of a selector and their defaults."""
+    params = list(inspect.signature(fn).parameters.values())[len(_POSITIONAL):]
+    return {p.name: p.default for p in params}
+
+
+# ----------------------------------------------------------------------------------------------
+# Input validation
+# ----------------------------------------------------------------------------------------------
+
+
+def _as_tensor(value: Any, name: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    raise ValueError(f"{name}: expected a torch tensor or NumPy array, got {type(value).__name__}")
+
+
+def _check_k(k: Any, n: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise ValueError(f"k: the token budget must be an integer, got {k!r}")
+    k = int(k)
+    if k < 1 or k > n:
+        raise ValueError(f"k: the token budget must satisfy 1 <= k <= N = {n} (the number of visual tokens), got {k}")
+    return k
+
+
+def _check_real(name: str, value: Any, *, low: float | None = None, low_open: bool = False) -> float:
+    """A finite real parameter, optionally bounded below (``low`` included unless ``low_open``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name}: expected a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value}")
+    if low is not None:
+        if low_open and value <= low:
+            raise ValueError(f"{name}: must be > {low:g}, got {value:g}")
+        if not low_open and value < low:
+            raise ValueError(f"{name}: must be >= {low:g}, got {value:g}")
+    return value
+
+
+def _check_inputs(features: Any, saliency: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    features = _as_tensor(features, "features")
+    saliency = _as_tensor(saliency, "saliency")
+    if features.dim() != 3:
+        raise ValueError(f"features: expected shape (B, N, d) (batch, visual tokens, width), got {tuple(features.shape)}")
+    if not features.is_floating_point():
+        raise ValueError(f"features: expected a floating-point tensor, got dtype {features.dtype}")
+    if saliency.shape != features.shape[:2]:
+        raise ValueError(
+            f"saliency: expected shape (B, N) = {tuple(features.shape[:2])} to match features, got {tuple(saliency.shape)}"
+        )
+    if not (saliency.is_floating_point() or saliency.dtype in (torch.int32, torch.int64)):
+        raise ValueError(f"saliency: expected a real-valued tensor, got dtype {saliency.dtype}")
+    if saliency.device != features.device:
+        raise ValueError(f"saliency: is on {saliency.device} but features are on {features.device}; put both on one device")
+    if not bool(torch.isfinite(features).all()):
+        raise ValueError("features: contains NaN or infinite values")
+    if saliency.is_floating_point() and not bool(torch.isfinite(saliency).all()):
+        raise ValueError("saliency: contains NaN or infinite values")
+    if bool((saliency < 0).any()):
+        raise ValueError("saliency: must be non-negative (CLS attention summed over heads), found negative values")
+    return features, saliency
+
+
+def _work_dtype(x: torch.Tensor) -> torch.dtype:
+    """float64 for float64 inputs, float32 otherwise (at least float32 for all arithmetic)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+# ----------------------------------------------------------------------------------------------
+# The public entry point
+# ----------------------------------------------------------------------------------------------
+
+
+def select(method: str, features: Any, saliency: Any, k: int, *, return_info: bool = False, **params: Any):
+    """Indices of the K visual tokens to keep, per image (ALGORITHMS.md, "Pruning methods").
+
+    Parameters
+    ----------
+    method : one of ``available_methods()``: "random", "saliency", "scope", "divprune",
+        "adaptive".
+    features : (B, N, d) float tensor (or NumPy array): the vision tower's patch features at the
+        feature layer, CLS dropped.
+    saliency : (B, N) non-negative tensor: CLS-to-patch attention at that layer, summed over heads.
+    k : token budget, 1 <= k <= N.
+    return_info : if True, return ``(indices, info)`` where ``info`` is a dict of per-image
+        diagnostics (empty for methods that have none; "adaptive" gives its threshold tau).
+    **params : the method's parameters (see each ``*_select`` function):
+        random: ``seed`` (0), ``sample_seeds`` (None); scope: ``alpha`` (1.0), ``gap_power`` (1.0);
+        adaptive: ``erank_ref`` (required), ``c``, ``tau_max``, ``image_erank``.
+
+    Returns
+    -------
+    LongTensor (B, K) on the features' device, each row K distinct indices in 0..N-1, ascending
+    (the kept tokens keep their spatial order).
+
+    Raises ValueError naming the offending argument for an unknown method or parameter, a
+    budget outside 1..N, bad shapes, NaN/inf, negative saliency, or out-of-range parameters.
+    """
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method: unknown selector {method!r}; available: {', '.join(available_methods())}")
+    fn = METHODS[method]
+    allowed = _method_params(fn)
+    for name in params:
+        if name not in allowed:
+            accepted = ", ".join(allowed) if allowed else "none"
+            raise ValueError(f"{name}: not a parameter of method {method!r} (its parameters: {accepted})")
+    features, saliency = _check_inputs(features, saliency)
+    batch, n = features.shape[:2]
+    k = _check_k(k, n)
+
+    with torch.no_grad():  # selection is not differentiable; never build a graph
+        out = fn(features, saliency, k, **params)
+    indices, info = out if isinstance(out, tuple) else (out, {})
+    indices = indices.to(device=features.device, dtype=torch.long)
+    indices = torch.sort(indices, dim=-1).values  # (B, K) ascending
+    if indices.shape != (batch, k):  # a broken selector must not pass silently
+        raise RuntimeError(f"selector {method!r} returned shape {tuple(indices.shape)}, expected {(batch, k)}")
+    return (indices, info) if return_info else indices
+
+
+def cosine_similarity_matrix(features: torch.Tensor) -> torch.Tensor:
+    """``S = normalize(X) @ normalize(X).T`` per image: (B, N, d) -> (B, N, N), float32 or float64.
+
+    A zero feature vector has similarity 0 to everything (itself included).
+    """
+    x = F.normalize(features.to(_work_dtype(features)), dim=-1)  # (B, N, d), unit rows
+    sim = torch.bmm(x, x.transpose(1, 2))  # (B, N, N), S[b, j, i] = <x_j, x_i>
+    # A GEMM need not round S[j, i] and S[i, j] alike; make S exactly symmetric, as it is in
+    # exact arithmetic, so that "row i" and "column i" are the same thing for every selector.
+    return sim.add_(sim.transpose(1, 2).clone()).mul_(0.5)
+
+
+def _descending_order(values: torch.Tensor) -> torch.Tensor:
+    """Token indices sorted by ``values`` (B, N) largest first; ties keep the lower index first."""
+    return torch.sort(values, dim=-1, descending=True, stable=True).indices
+
+
+# ----------------------------------------------------------------------------------------------
+# Random
+# ----------------------------------------------------------------------------------------------
+
+
+def _row_seed(seed: int, sample_seed: int) -> int:
+    """A 64-bit generator seed mixed from (seed, sample_seed) by NumPy's SeedSequence.
+
+    SeedSequence is a documented, version-stable hash, so nearby pairs give unrelated streams.
+    """
+    return int(np.random.SeedSequence([seed, sample_seed]).generate_state(1, dtype=np.uint64)[0])
+
+
+@register("random")
+def random_select(features, saliency, k, *, seed: int = 0, sample_seeds: Sequence[int] | torch.Tensor | None = None):
+    """K tokens drawn uniformly without replacement (ALGORITHMS.md, "Random").
+
+    Each row gets its own CPU ``torch.Generator`` seeded from ``(seed, sample_seeds[row])``
+    (mixed by NumPy's SeedSequence) and draws ``torch.randperm(N)[:K]``. With
+    ``sample_seeds=None`` row r uses sample seed r, so a batch's rows differ from each other and
+    the result is deterministic per (seed, batch position). To make a sample's draw independent
+    of the batch it lands in, pass a stable per-sample integer (e.g. its dataset index) as
+    ``sample_seeds`` (length B, non-negative). Draws happen on the CPU and are moved to the
+    features' device, so CPU and CUDA inputs give the same indices.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+    batch, n = features.shape[:2]
+    if sample_seeds is None:
+        row_seeds = list(range(batch))
+    else:
+        values = sample_seeds.tolist() if isinstance(sample_seeds, (torch.Tensor, np.ndarray)) else list(sample_seeds)
+        if len(values) != batch:
+            raise ValueError(f"sample_seeds: expected one integer per image ({batch}), got {len(values)}")
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+                raise ValueError(f"sample_seeds: expected non-negative integers, got {v!r}")
+        row_seeds = [int(v) for v in values]
+    rows = []
+    for row_seed in row_seeds:
+        gen = torch.Generator(device="cpu").manual_seed(_row_seed(int(seed), row_seed))
+        rows.append(torch.randperm(n, generator=gen)[:k])
+    indices = torch.stack(rows) if rows else torch.empty(0, k, dtype=torch.long)
+    return indices.to(features.device)
+
+
+# ----------------------------------------------------------------------------------------------
+# Saliency-only
+# ----------------------------------------------------------------------------------------------
+
+
+@register("saliency")
+def saliency_select(features, saliency, k):
+    """The K tokens with the largest CLS attention (ALGORITHMS.md, "Saliency-only", as in FasterVLM).
+
+    Ties are broken by the lower token index (a stable descending sort).
+    """
+    return _descending_order(saliency)[:, :k]
+
+
+# ----------------------------------------------------------------------------------------------
+# SCOPE
+# ----------------------------------------------------------------------------------------------
+
+
+def _scope_tie_rtol(dtype: torch.dtype) -> float:
+    """Relative tolerance under which two SCOPE scores count as tied (see ``scope_select``)."""
+    return 1e-9 if dtype == torch.float64 else 1e-5
+
+
+def _scope_greedy_dense(sim: torch.Tensor, weight: torch.Tensor, k: int, gap_power: float) -> torch.Tensor:
+    """SCOPE's greedy loop in torch on any device; returns (B, K) indices in pick order.
+
+    sim:    (B, N, N) symmetric cosine similarities, sim[b, j, i] = S[j, i] = S[i, j]
+    weight: (B, N) = a_i ** alpha (exactly 1 everywhere when alpha = 0)
+
+    Each step recomputes the gap matrix ``R[b, j, i] = max(0, S[j, i] - cover_j) ** p`` (row j =
+    the token being covered, column i = the candidate) into one preallocated buffer and sums its
+    columns: a few large kernels per step and no host synchronisation, which suits GPUs.
+    """
+    batch, n, _ = sim.shape
+    tie_rtol = _scope_tie_rtol(sim.dtype)
+    rows = torch.arange(batch, device=sim.device)  # (B,)
+    cover = torch.zeros(batch, n, dtype=sim.dtype, device=sim.device)  # (B, N) cover_j
+    selected = torch.zeros(batch, n, dtype=torch.bool, device=sim.device)  # (B, N)
+    picks = []
+    gap = torch.empty_like(sim)  # (B, N, N) R, reused every step
+    for step in range(k):
+        torch.sub(sim, cover.unsqueeze(-1), out=gap).clamp_(min=0)  # relu without pow when p = 1
+        if gap_power != 1.0:
+            gap.pow_(gap_power)
+        score = gap.sum(dim=1).mul_(weight)  # (B, N): gain_i * a_i ** alpha
+        score.masked_fill_(selected, -math.inf)  # a picked token is never picked again
+        best = score.amax(dim=1, keepdim=True)  # (B, 1)
+        pick = (score >= best * (1.0 - tie_rtol)).to(torch.uint8).argmax(dim=1)  # (B,) lowest tied index
+        picks.append(pick)
+        selected[rows, pick] = True
+        torch.maximum(cover, sim[rows, pick, :], out=cover)  # S[i*, j] = S[j, i*]
+    return torch.stack(picks, dim=1)
+
+
+def _power_inplace(x: np.ndarray, p: float) -> None:
+    """``x **= p`` for non-negative x, with the common exponents on their fast paths."""
+    if p == 2.0:
+        np.multiply(x, x, out=x)
+    elif p == 0.5:
+        np.sqrt(x, out=x)
+    elif p != 1.0:
+        np.power(x, p, out=x)
+
+
+def _scope_greedy_cpu(sim: torch.Tensor, weight: torch.Tensor, k: int, gap_power: float) -> torch.Tensor:
+    """SCOPE's greedy loop for CPU tensors, incremental and in NumPy; same picks as the dense loop.
+
+    Same inputs as ``_scope_greedy_dense``. The gap matrix R (B, N, N) is kept between steps, and
+    after a pick only the rows whose cover rose (S[j, i*] > cover_j; their new cover is
+    S[j, i*]) are recomputed: after the first pick that is typically a few percent of the N rows.
+    The gains (column sums of R) are kept in float64 and lowered by the change of those rows, so
+    a step costs O(B N + changed rows x N) instead of O(B N^2). When more than half of all rows
+    change (the first pick), R and the gains are recomputed in full instead.
+
+    Exact zeros: each column's count of non-zero entries of R is kept too, and a gain is set to
+    exactly 0 when its count reaches 0, so the "all remaining gains are 0 -> lowest index" rule
+    holds exactly despite rounding in the running sums. The loop is in NumPy because per-call
+    overhead, not arithmetic, dominates once only a few rows change per step.
+    """
+    batch, n, _ = sim.shape
+    tie_rtol = _scope_tie_rtol(sim.dtype)
+    sim_np = sim.contiguous().numpy()  # (B, N, N), shares memory
+    sim_rows = sim_np.reshape(batch * n, n)  # flat row b*N + j
+    gap = np.empty_like(sim_np)  # (B, N, N): R
+    gap_rows = gap.reshape(batch * n, n)
+    cover = np.zeros((batch, n), dtype=sim_np.dtype)  # (B, N) cover_j
+    cover_flat = cover.reshape(-1)
+
+    def recompute_all():  # R, its column sums and non-zero counts from scratch
+        np.subtract(sim_np, cover[:, :, None], out=gap)
+        np.maximum(gap, 0, out=gap)
+        _power_inplace(gap, gap_power)
+        return gap.sum(axis=1, dtype=np.float64), np.count_nonzero(gap, axis=1)  # (B, N) each
+
+    gain, nonzero = recompute_all()
+    weight_np = weight.double().numpy()  # (B, N)
+    penalty = np.zeros((batch, n))  # (B, N): -inf once picked
+    score = np.empty((batch, n))
+    row_offset = np.arange(batch) * n  # (B,)
+    image_rows = np.arange(batch)
+    picks = []
+    for step in range(k):
+        np.multiply(gain, weight_np, out=score)
+        score += penalty  # a picked token is never picked again
+        best = score.max(axis=1, keepdims=True)  # (B, 1)
+        pick = (score >= best * (1.0 - tie_rtol)).argmax(axis=1)  # (B,) lowest tied index
+        picks.append(pick)
+        penalty[image_rows, pick] = -np.inf
+        if step == k - 1:
+            break
+        column = sim_rows[row_offset + pick]  # (B, N): S[i*, j] = S[j, i*]
+        changed = np.flatnonzero(column > cover)  # flat rows b*N + j, ascending
+        np.maximum(cover, column, out=cover)
+        if 2 * changed.size > batch * n:
+            gain, nonzero = recompute_all()
+            continue
+        if changed.size == 0:
+            continue
+        fresh = sim_rows[changed]  # (m, N) copy
+        fresh -= cover_flat[changed][:, None]
+        np.maximum(fresh, 0, out=fresh)
+        _power_inplace(fresh, gap_power)
+        old = gap_rows[changed]  # (m, N) copy
+        gap_rows[changed] = fresh
+        # (m, N) >= 0: how much each changed row's terms fell, in float64: the gains shrink by
+        # orders of magnitude from their first values, so float32 differences would leave
+        # rounding errors of the size of late gains.
+        drop = old.astype(np.float64)
+        drop -= fresh
+        vanished = old.astype(bool)
+        vanished &= fresh == 0  # (m, N): terms that became exactly 0
+        if batch == 1:
+            gain[0] -= drop.sum(axis=0)
+            nonzero[0] -= np.count_nonzero(vanished, axis=0)
+        else:  # sum the changed rows per image with a (B, m) 0/1 matrix product
+            member = (changed // n == image_rows[:, None]).astype(drop.dtype)  # (B, m)
+            gain -= member @ drop
+            nonzero -= np.rint(member @ vanished).astype(nonzero.dtype)
+        np.putmask(gain, nonzero == 0, 0.0)
+        np.maximum(gain, 0.0, out=gain)  # a true gain is never negative; drop rounding below 0
+    return torch.from_numpy(np.stack(picks, axis=1))
+
+
+@register("scope")
+def scope_select(features, saliency, k, *, alpha: float = 1.0, gap_power: float = 1.0):
+    """SCOPE greedy saliency-coverage selection (ALGORITHMS.md, "SCOPE"; Deng et al., NeurIPS 2025).
+
+    With ``S`` the cosine similarities of the features and ``cover_j`` (starting at 0) the best
+    similarity of token j to the tokens picked so far, each of K steps picks the unpicked token
+    maximising ``score_i = gain_i * a_i ** alpha`` with ``gain_i = sum_j max(0, S[j,i] - cover_j) ** p``
+    (p = ``gap_power``), then sets ``cover_j = max(cover_j, S[j, i*])``.
+
+    - ``alpha`` >= 0 (default 1, the released SCOPE code): saliency weight. ``alpha = 0`` is pure
+      coverage: the weight is exactly 1 for every token, including tokens with zero saliency.
+    - ``gap_power`` > 0 (default 1): exponent on the coverage gap.
+    - Ties: the pick is the lowest index whose score is within a relative 1e-5 of the best
+      score (1e-9 when the features are float64). Exact ties are common, not a corner case:
+      late in the loop two mutually similar uncovered tokens i, j often get gains that are equal
+      in exact arithmetic (each gains 1 - cover on itself plus S[i, j] - cover on the other),
+      and rounding alone would otherwise decide between them, differently on CPU and GPU.
+    - Picked tokens are masked with -inf, so they are never picked again. When every remaining
+      score is 0 (e.g. remaining tokens are exact duplicates of picked ones, or have zero
+      saliency with alpha > 0), the lowest remaining index is picked.
+    - Cost O(K N^2) arithmetic per image, vectorised over candidates and images; only the K
+      steps are a Python loop. Memory: two (B, N, N) tensors in the work dtype.
+    """
+    alpha = _check_real("alpha", alpha, low=0.0)
+    gap_power = _check_real("gap_power", gap_power, low=0.0, low_open=True)
+    sim = cosine_similarity_matrix(features)  # (B, N, N)
+    sal = saliency.to(sim.dtype)
+    weight = torch.ones_like(sal) if alpha == 0.0 else sal.pow(alpha)  # (B, N); 0 ** 0 = 1 by construction
+    if sim.device.type == "cpu":
+        return _scope_greedy_cpu(sim, weight, k, gap_power)
+    return _scope_greedy_dense(sim, weight, k, gap_power)
+
+
+# ----------------------------------------------------------------------------------------------
+# DivPrune
+# ----------------------------------------------------------------------------------------------
+
+
+@register("divprune")
+def divprune_select(features, saliency, k):
+    """Greedy max-min (farthest point) selection on cosine distance (ALGORITHMS.md, "DivPrune";
+    Alvar et al., CVPR 2025).
+
+    ``D = 1 - S``. The first token is the one whose nearest other token (self excluded) is
+    farthest; then, K - 1 times, the unpicked token with the largest minimum distance to the
+    picked set. Saliency is not used. Ties go to the lower index. With N = 1 the single token is
+    picked. The features used are whatever is passed (the vision features by default; pass the
+    projected tokens for the released code's variant).
+    """
+    dist = 1.0 - cosine_similarity_matrix(features)  # (B, N, N)
+    batch, n, _ = dist.shape
+    rows = torch.arange(batch, device=dist.device)
+    eye = torch.eye(n, dtype=torch.bool, device=dist.device)
+    nearest_other = dist.masked_fill(eye, math.inf).amin(dim=2)  # (B, N); +inf when N = 1
+    picks = torch.empty(batch, k, dtype=torch.long, device=dist.device)
+    pick = nearest_other.argmax(dim=1)  # (B,)
+    picks[:, 0] = pick
+    selected = torch.zeros(batch, n, dtype=torch.bool, device=dist.device)
+    selected[rows, pick] = True
+    min_dist = dist[rows, pick, :].clone()  # (B, N): distance of every token to the picked set
+    for step in range(1, k):
+        pick = min_dist.masked_fill(selected, -math.inf).argmax(dim=1)
+        picks[:, step] = pick
+        selected[rows, pick] = True
+        torch.minimum(min_dist, dist[rows, pick, :], out=min_dist)
+    return picks
+
+
+# ----------------------------------------------------------------------------------------------
+# Adaptive (AgilePruner-style)
+# ----------------------------------------------------------------------------------------------
+
+# Defaults, a convention of this project (the published description gives no single value).
+# Cosine distances lie in [0, 2]; between patches of one CLIP image they mostly fall well below 1,
+# and near-duplicate patches (sky, wall) sit below ~0.1. An image of average complexity
+# (erank = erank_ref) therefore gets tau = c = 0.1: near-duplicates of a kept token are skipped,
+# distinct content is not. tau_max = 0.5 caps the threshold for very complex images so the walk
+# still finds K tokens instead of ending early and falling back to saliency order.
+ADAPTIVE_DEFAULT_C = 0.1
+ADAPTIVE_DEFAULT_TAU_MAX = 0.5
+
+
+def adaptive_threshold(
+    features: Any,
+    *,
+    erank_ref: float,
+    c: float = ADAPTIVE_DEFAULT_C,
+    tau_max: float = ADAPTIVE_DEFAULT_TAU_MAX,
+    image_erank: Any = None,
+) -> torch.Tensor:
+    """Per-image distance threshold ``tau = clip(c * erank(X) / erank_ref, 0, tau_max)``: (B,) tensor.
+
+    ALGORITHMS.md, "Adaptive". ``erank(X)`` is the effective rank of the image's N features
+    (``visprune.image_stats.erank_batch``), unless ``image_erank`` (B,) gives it precomputed (the
+    SVD dominates the adaptive selector's cost, and an evaluation run computes it anyway).
+    ``erank_ref`` is required: the mean erank over a calibration set of images from the same
+    vision tower (``erank_batch(calibration_features).mean()``), stored with the run. It has no
+    default on purpose: a batch-dependent default would make a sample's selection depend on the
+    other images in its batch.
+    """
+    return _threshold_and_erank(features, erank_ref, c, tau_max, image_erank)[0]
+
+
+def _threshold_and_erank(features, erank_ref, c, tau_max, image_erank) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tau, erank), each (B,), for ``adaptive_threshold`` and the adaptive selector."""
+    features = _as_tensor(features, "features")
+    if features.dim() != 3:
+        raise ValueError(f"features: expected shape (B, N, d), got {tuple(features.shape)}")
+    if erank_ref is None:
+        raise ValueError(
+            "erank_ref: required for the adaptive selector: pass the mean erank of a calibration set "
+            "(visprune.image_stats.erank_batch(features).mean())"
+        )
+    erank_ref = _check_real("erank_ref", erank_ref, low=0.0, low_open=True)
+    c = _check_real("c", c, low=0.0)
+    tau_max = _check_real("tau_max", tau_max, low=0.0)
+    work = _work_dtype(features)
+    if image_erank is None:
+        erank = erank_batch(features).to(work)  # (B,)
+    else:
+        if isinstance(image_erank, (list, tuple, numbers.Real)):
+            image_erank = torch.tensor(image_erank, dtype=torch.float64)
+        erank = _as_tensor(image_erank, "image_erank").to(device=features.device, dtype=work).reshape(-1)
+        if erank.shape[0] != features.shape[0]:
+            raise ValueError(f"image_erank: expected one value per image ({features.shape[0]}), got {erank.shape[0]}")
+        if not bool(torch.isfinite(erank).all()) or bool((erank < 0).any()):
+            raise ValueError("image_erank: expected finite non-negative values")
+    return (c * erank / erank_ref).clamp(0.0, tau_max), erank
+
+
+@register("adaptive")
+def adaptive_select(
+    features,
+    saliency,
+    k,
+    *,
+    erank_ref: float | None = None,
+    c: float = ADAPTIVE_DEFAULT_C,
+    tau_max: float = ADAPTIVE_DEFAULT_TAU_MAX,
+    image_erank: Any = None,
+):
+    """Attention-first selection with an image-aware diversity threshold (ALGORITHMS.md,
+    "Adaptive"; after AgilePruner, Baek et al., ICLR 2026).
+
+    Walk the tokens in descending saliency (ties: lower index first); keep a token unless its
+    cosine distance ``1 - S`` (clamped to [0, 2]) to an already-kept token is < tau; stop at K. If
+    the walk ends with fewer than K, fill with the best remaining tokens by saliency. tau comes
+    from ``adaptive_threshold`` (``erank_ref`` required; ``c`` >= 0, ``tau_max`` >= 0,
+    ``image_erank`` optional precomputed (B,) erank). tau = 0 gives exactly saliency-only.
+    The threshold does not change along the walk (the published method also scales it with the
+    selection order; not done here).
+
+    Returns indices and ``info = {"tau": (B,), "erank": (B,), "n_walk": (B,)}``, n_walk being how
+    many tokens the walk accepted before any filling.
+
+    Vectorised form (no Python loop over the N tokens). Call a token *blocked* when its distance
+    to some kept token is < tau. The loop runs over acceptances: each step accepts, per image,
+    the first token in saliency order that is neither kept nor blocked, then blocks the tokens
+    within tau of it. This equals the sequential walk. Proof, by induction over acceptances:
+    suppose both have kept the same tokens so far, the last one at walk position q. The walk
+    continues from q + 1 and accepts the first token that is not blocked. The loop instead scans
+    from the start, but every not-kept token before q was rejected by the walk because it was
+    blocked by the kept set at that time; the kept set only grows, so it is still blocked. And
+    tokens after q are treated alike by both. So both accept the same next token, or both find
+    none (the walk ends).
+    """
+    tau, erank = _threshold_and_erank(features, erank_ref, c, tau_max, image_erank)  # (B,), (B,)
+    dist = (1.0 - cosine_similarity_matrix(features)).clamp_(0.0, 2.0)  # (B, N, N)
+    batch, n, _ = dist.shape
+    rows = torch.arange(batch, device=dist.device)
+    order = _descending_order(saliency)  # (B, N): rank r -> token index
+    kept = torch.zeros(batch, n, dtype=torch.bool, device=dist.device)  # by rank position
+    blocked = torch.zeros(batch, n, dtype=torch.bool, device=dist.device)  # by rank position
+    n_walk = torch.zeros(batch, dtype=torch.long, device=dist.device)
+    tau_col = tau.to(dist.dtype).unsqueeze(1)  # (B, 1)
+    for _ in range(k):
+        free = ~(kept | blocked)  # (B, N) candidates still acceptable, in rank order
+        has_free = free.any(dim=1)  # (B,)
+        if not bool(has_free.any()):
+            break
+        pos = free.to(torch.uint8).argmax(dim=1)  # (B,) first free rank position
+        token = order[rows, pos]  # (B,)
+        kept[rows, pos] |= has_free
+        n_walk += has_free.long()
+        near = dist[rows, token, :].gather(1, order) < tau_col  # (B, N) in rank order
+        blocked |= near & has_free.unsqueeze(1)
+    # Fill: the first (k - n_walk) not-kept tokens in rank order.
+    missing = (k - n_walk).unsqueeze(1)  # (B, 1)
+    not_kept = ~kept
+    kept |= not_kept & (torch.cumsum(not_kept.long(), dim=1) <= missing)
+    indices = order[kept].view(batch, k)  # each row has exactly k kept positions
+    info = {"tau": tau, "erank": erank, "n_walk": n_walk}
+    return indices, info

@@ -1,0 +1,241 @@
+"""The evaluation engine: end-to-end runs, per-image reuse, caching, kill-and-resume, validation.
+
+Runs on a small toy world (generated in a temporary folder) with a tiny random LLaVA saved in
+the llava-hf layout, through the toy profile with its model and world paths overridden.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from visprune import evaluation
+from visprune.data import generate_toyworld
+from visprune.evaluation import Evaluator, RunConfig, plan_chunks, read_chunk, summarize, write_chunk
+from visprune.profiles import resolve_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    from tiny_llava import build_tiny_llava
+
+    tmp = tmp_path_factory.mktemp("engine")
+    generate_toyworld(tmp / "world", n_images=60, pope_images=None, seed=3)
+    model, processor = build_tiny_llava()
+    model.save_pretrained(tmp / "model")
+    processor.save_pretrained(tmp / "model")
+    return tmp
+
+
+def _profile(assets, results):
+    return resolve_profile("toy", model=assets / "model", world=assets / "world", results=results)
+
+
+def test_pope_run_records(assets, tmp_path):
+    ev = Evaluator(_profile(assets, tmp_path), progress=False)
+    table = ev.run(RunConfig("pope-random", "scope", 4, {"alpha": 0.5}, n_samples=24, chunk_size=12))
+    assert len(table) == 24 and (table["status"] == "ok").all()
+    assert list(table["order"]) == list(range(24))
+    probs = np.stack(table["probs"].map(np.asarray).to_list())
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    assert (table["prediction"] == probs.argmax(axis=1)).all()
+    assert (table["correct"] == (table["prediction"] == table["label"])).all()
+    np.testing.assert_allclose(table["confidence"], probs.max(axis=1))
+    assert (table["tokens_kept"] == 4).all() and (table["k"] == 4).all() and (table["alpha"] == 0.5).all()
+    assert ((table["answer_mass"] > 0) & (table["answer_mass"] <= 1)).all()
+    assert (table["erank_kept"] <= 4 + 1e-6).all() and (table["erank_kept"] >= 1).all()
+    # the same image gives the same image statistics on every question about it
+    per_image = table.groupby("image_id")[["erank_image", "attn_entropy"]].nunique()
+    assert (per_image == 1).all().all()
+    summary = summarize(table)
+    assert summary["n"] == 24 and summary["accuracy"] == pytest.approx(table["correct"].mean())
+    assert {"ece", "brier", "aurc", "f1", "yes_ratio"} <= set(summary)
+
+
+def test_unpruned_scores_equal_the_wrapper_called_directly(assets, tmp_path):
+    """Batching, chunking and per-image reuse do not change what a sample's score is."""
+    ev = Evaluator(_profile(assets, tmp_path), progress=False, batch_size=5)
+    table = ev.run(RunConfig("pope-popular", n_samples=12, chunk_size=7))
+    samples = evaluation.load_samples(ev.profile, RunConfig("pope-popular", n_samples=12))
+    llava = ev.llava
+    for i in (0, 5, 11):
+        vision = llava.encode_images([samples[i].load_image()])
+        out = llava.score([samples[i].prompt], [samples[i].answers], vision, llava.select_tokens(vision, "none"))
+        np.testing.assert_allclose(table.loc[i, "probs"], out.probs[0, :2].numpy(), atol=1e-5)
+
+
+def test_vision_work_is_done_once_per_image(assets, tmp_path, monkeypatch):
+    ev = Evaluator(_profile(assets, tmp_path), progress=False, batch_size=4)
+    calls = []
+    original = type(ev.llava).encode_images
+
+    def counting(self, images):
+        calls.append(len(images))
+        return original(self, images)
+
+    monkeypatch.setattr(type(ev.llava), "encode_images", counting)
+    table = ev.run(RunConfig("pope-adversarial", "saliency", 6, n_samples=30, chunk_size=12))
+    assert sum(calls) == table["image_id"].nunique() == 5  # POPE: 6 questions per image
+
+
+def test_cache_hit_does_not_load_the_model(assets, tmp_path):
+    config = RunConfig("scienceqa", "random", 5, {"seed": 1}, n_samples=8)
+    first = Evaluator(_profile(assets, tmp_path), progress=False).run(config)
+    again = Evaluator(_profile(assets, tmp_path), progress=False)
+    second = again.run(config)
+    assert again._llava is None
+    pd.testing.assert_frame_equal(first, second)
+    stored = json.loads(next((tmp_path / "scienceqa").glob("*/config.json")).read_text())
+    assert stored["run_config"]["method"] == "random" and stored["config"]["params"] == {"seed": 1}
+
+
+def test_different_configuration_different_cache(assets, tmp_path):
+    ev = Evaluator(_profile(assets, tmp_path), progress=False)
+    ev.run(RunConfig("pope-random", "scope", 4, {"alpha": 1.0}, n_samples=6))
+    ev.run(RunConfig("pope-random", "scope", 4, {"alpha": 0.0}, n_samples=6))
+    assert len(list((tmp_path / "pope-random").iterdir())) == 2
+
+
+def test_corrupt_chunk_is_redone(assets, tmp_path):
+    ev = Evaluator(_profile(assets, tmp_path), progress=False)
+    config = RunConfig("pope-random", n_samples=18, chunk_size=6)
+    first = ev.run(config)
+    folder = next((tmp_path / "pope-random").iterdir())
+    chunk = folder / "chunk-00001.jsonl"
+    chunk.write_text(chunk.read_text()[:-40])  # truncated, as if killed while writing in place
+    (folder / "done.json").unlink()
+    second = ev.run(config)
+    pd.testing.assert_frame_equal(first, second)
+    assert read_chunk(chunk) is not None
+
+
+def test_chunk_checksum_detects_edits(tmp_path):
+    path = tmp_path / "c.jsonl"
+    write_chunk(path, [{"sample_id": "1", "x": 0.5}, {"sample_id": "2", "x": 1.0}])
+    assert [r["sample_id"] for r in read_chunk(path, ["1", "2"])] == ["1", "2"]
+    assert read_chunk(path, ["1", "3"]) is None
+    path.write_text(path.read_text().replace("0.5", "0.6"))
+    assert read_chunk(path) is None
+
+
+def test_plan_chunks_keeps_images_whole():
+    class S:
+        def __init__(self, image_id):
+            self.image_id = image_id
+
+    samples = [S(i // 6) for i in range(30)] + [S(1)]  # a late question about image 1
+    chunks = plan_chunks(samples, 10)
+    for chunk in chunks:
+        ids = {samples[p].image_id for p in chunk}
+        assert all(all(samples[q].image_id not in ids for q in other) for other in chunks if other is not chunk)
+    assert sorted(p for c in chunks for p in c) == list(range(31))
+
+
+def test_failed_image_is_recorded_not_dropped(assets, tmp_path):
+    import shutil
+
+    world = tmp_path / "world"
+    shutil.copytree(assets / "world", world)
+    profile = resolve_profile("toy", model=assets / "model", world=world, results=tmp_path / "results")
+    samples = evaluation.load_samples(profile, RunConfig("pope-random", n_samples=12))
+    samples[0].image_path.write_bytes(b"not a png")
+    table = Evaluator(profile, progress=False).run(RunConfig("pope-random", n_samples=12))
+    failed = table[table["status"] == "failed"]
+    assert len(failed) == 6 and failed["error"].str.contains(samples[0].image_path.name).all()
+    summary = summarize(table)
+    assert summary["n"] == 12 and summary["n_failed"] == 6
+
+
+def test_chair_run(assets, tmp_path):
+    ev = Evaluator(_profile(assets, tmp_path), progress=False)
+    table = ev.run(RunConfig("chair", "divprune", 4, n_samples=3, max_new_tokens=6))
+    assert len(table) == 3 and table["caption"].map(lambda c: isinstance(c, str)).all()
+    truth = evaluation.chair_truth(ev.profile)
+    summary = summarize(table, ground_truth=truth, synonyms=ev.profile.chair_synonyms)
+    assert {"chair_s", "chair_i", "recall", "length"} <= set(summary)
+
+
+@pytest.mark.parametrize(
+    "config, word",
+    [
+        (RunConfig("pope-random", "scope", 0), "k"),
+        (RunConfig("pope-random", "scope", 10_000), "k"),
+        (RunConfig("pope-random", "scope", 4, {"alpha": -1.0}), "alpha"),
+        (RunConfig("pope-random", "scope", 4, {"gap_power": 0.0}), "gap_power"),
+        (RunConfig("pope-random", "nope", 4), "method"),
+        (RunConfig("pope-random", "none", 4), "k"),
+        (RunConfig("pope-random", "fastv", 4, {"layer": 99}), "layer"),
+        (RunConfig("pope-random", "adaptive", 4), "erank_ref"),
+        (RunConfig("coco", "none"), "dataset"),
+        (RunConfig("pope-random", n_samples=0), "n_samples"),
+    ],
+)
+def test_invalid_configuration_rejected_before_model_load(assets, tmp_path, config, word):
+    ev = Evaluator(_profile(assets, tmp_path), progress=False)
+    with pytest.raises(ValueError, match=word):
+        ev.run(config)
+    assert ev._llava is None
+    assert not (tmp_path / config.dataset).exists()
+
+
+def test_grid_is_tidy(assets, tmp_path):
+    ev = Evaluator(_profile(assets, tmp_path), progress=False)
+    grid = ev.grid([RunConfig("pope-random", n_samples=6),
+                    RunConfig("pope-random", "scope", 4, {"alpha": 0.0, "gap_power": 2.0}, n_samples=6),
+                    RunConfig("pope-random", "fastv", 4, {"layer": 1}, n_samples=6)])
+    assert len(grid) == 18
+    assert set(grid["method"]) == {"none", "scope", "fastv"}
+    assert grid.loc[grid["method"] == "scope", "gap_power"].eq(2.0).all()
+    assert grid.loc[grid["method"] == "fastv", "layer"].eq(1).all()
+    assert grid.loc[grid["method"] == "none", "k"].eq(16).all()  # all N tokens of the tiny model
+
+
+def _cli(assets, results, *extra):
+    return [sys.executable, "-m", "visprune", "run", "--model", str(assets / "model"), "--world",
+            str(assets / "world"), "--results", str(results), "--no-progress", *extra]
+
+
+def test_kill_and_resume_equals_uninterrupted(assets, tmp_path):
+    args = ["--dataset", "pope-random", "--method", "scope", "--k", "4", "--n-samples", "36", "--chunk-size", "6",
+            "--batch-size", "2"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "lib")}
+    proc = subprocess.Popen(_cli(assets, tmp_path / "killed", *args), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    folder = tmp_path / "killed" / "pope-random"
+    while time.time() < deadline and not list(folder.glob("*/chunk-*.jsonl")):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    written = list(folder.glob("*/chunk-*.jsonl"))
+    assert 1 <= len(written) < 6, "the run should have been killed part-way (6 chunks in all)"
+    assert not list(folder.glob("*/done.json"))
+
+    profile = _profile(assets, tmp_path / "killed")
+    config = RunConfig("pope-random", "scope", 4, {}, n_samples=36, chunk_size=6)
+    resumed = Evaluator(profile, progress=False, batch_size=2).run(config)
+    fresh = Evaluator(_profile(assets, tmp_path / "fresh"), progress=False, batch_size=2).run(config)
+    pd.testing.assert_frame_equal(resumed, fresh)
+    assert resumed["sample_id"].is_unique and len(resumed) == 36
+
+
+def test_cli_prints_metrics_and_rejects_bad_input(assets, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "lib")}
+    ok = subprocess.run(_cli(assets, tmp_path, "--dataset", "pope-random", "--method", "saliency", "--k", "4",
+                             "--n-samples", "6"), env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "accuracy" in ok.stdout and "saliency-k4" in ok.stdout
+    bad = subprocess.run(_cli(assets, tmp_path, "--dataset", "pope-random", "--method", "scope", "--k", "4",
+                              "-P", "alpha=-2"), env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "alpha" in bad.stderr and "Traceback" not in bad.stderr
