@@ -239,3 +239,24 @@ def test_cli_prints_metrics_and_rejects_bad_input(assets, tmp_path):
     bad = subprocess.run(_cli(assets, tmp_path, "--dataset", "pope-random", "--method", "scope", "--k", "4",
                               "-P", "alpha=-2"), env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "alpha" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_two_processes_give_the_one_process_table(assets, tmp_path):
+    """``accelerate launch`` with 2 CPU processes: one shard each, merged into the one cache."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "lib"), "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--multi_gpu",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "visprune", "run",
+              "--model", str(assets / "model"), "--world", str(assets / "world"), "--results", str(tmp_path / "two"),
+              "--no-progress", "--dataset", "pope-random", "--method", "scope", "--k", "4",
+              "--n-samples", "36", "--chunk-size", "6"]
+    done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("scope-k4") == 1  # only the first process prints
+    manifest = json.loads(next((tmp_path / "two" / "pope-random").glob("*/done.json")).read_text())
+    assert manifest["processes"] == 2
+    config = RunConfig("pope-random", "scope", 4, {}, n_samples=36, chunk_size=6)
+    reader = Evaluator(_profile(assets, tmp_path / "two"), progress=False)
+    merged = reader.run(config)
+    assert reader._llava is None  # the merged cache is complete: nothing was recomputed
+    single = Evaluator(_profile(assets, tmp_path / "one"), progress=False).run(config)
+    pd.testing.assert_frame_equal(merged, single)

@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if evaluator.processes.rank != 0:
+        return 0  # under accelerate launch, the first process prints the table
     with pd.option_context("display.max_columns", None, "display.width", 200, "display.precision", 4):
         print(pd.DataFrame(rows).to_string(index=False))
     return 0

@@ -324,6 +324,38 @@ def plan_chunks(samples: Sequence, chunk_size: int) -> list[list[int]]:
     return chunks
 
 
+class Processes:
+    """Where this process stands among the processes of an ``accelerate launch``.
+
+    Started by ``accelerate launch --num_processes P ...`` (which sets ``WORLD_SIZE``), each
+    process computes the chunks whose index is its rank modulo P and writes them into the one
+    shared cache folder; all then wait for each other and read the merged table. Started
+    normally, there is one process and nothing to wait for.
+    """
+
+    def __init__(self) -> None:
+        self.state = None
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            import torch
+            from accelerate import PartialState
+
+            # without CUDA, accelerate needs cpu=True to join the processes (gloo backend)
+            self.state = PartialState(cpu=not torch.cuda.is_available())
+        self.rank = self.state.process_index if self.state is not None else 0
+        self.world = self.state.num_processes if self.state is not None else 1
+
+    @property
+    def device(self) -> str | None:
+        """The device accelerate assigned to this process (None: let the wrapper choose)."""
+        if self.state is None or self.state.device.type == "cpu":
+            return None
+        return str(self.state.device)
+
+    def barrier(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()
+
+
 class Evaluator:
     """Runs configurations on one profile, loading the model once, on first need.
 
@@ -352,8 +384,16 @@ class Evaluator:
         self.batch_size = batch_size
         self.progress = progress
         self._llava = model
+        self._processes: Processes | None = None
         self._digests: dict = {}
         self._truth: dict | None = None
+
+    @property
+    def processes(self) -> "Processes":
+        """This process's shard of the work (one process unless started by ``accelerate launch``)."""
+        if self._processes is None:
+            self._processes = Processes()
+        return self._processes
 
     # -- the model, loaded lazily
 
@@ -363,7 +403,8 @@ class Evaluator:
         if self._llava is None:
             from visprune.model import PrunedLlava
 
-            self._llava = PrunedLlava.from_pretrained(self.profile.model, device=self.device, dtype=self.dtype)
+            device = self.device if self.device is not None else self.processes.device
+            self._llava = PrunedLlava.from_pretrained(self.profile.model, device=device, dtype=self.dtype)
         return self._llava
 
     def _dtype_name(self) -> str:
@@ -452,39 +493,41 @@ class Evaluator:
             records = self._load_records(folder, chunks, samples)
             if records is not None:
                 return self._table(records, config)
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_atomic(folder / "config.json", json.dumps(
-            {"key": key, **description, "profile": self.profile.describe(), "run_config": asdict(config)},
-            indent=2, sort_keys=True, default=str))
-        for stale in folder.glob(".*.tmp"):
-            stale.unlink(missing_ok=True)
+        procs = self.processes
+        if procs.rank == 0:  # one process prepares the folder while the others wait
+            folder.mkdir(parents=True, exist_ok=True)
+            _write_atomic(folder / "config.json", json.dumps(
+                {"key": key, **description, "profile": self.profile.describe(), "run_config": asdict(config)},
+                indent=2, sort_keys=True, default=str))
+            for stale in folder.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
+            for index, positions in enumerate(chunks):
+                path = folder / f"chunk-{index:05d}.jsonl"
+                if path.is_file() and read_chunk(path, [samples[p].sample_id for p in positions]) is None:
+                    path.unlink()  # corrupt or partial: redo it
+        procs.barrier()
 
-        todo, records_by_chunk = [], {}
-        for index, positions in enumerate(chunks):
-            path = folder / f"chunk-{index:05d}.jsonl"
-            expected = [samples[p].sample_id for p in positions]
-            found = read_chunk(path, expected) if path.is_file() else None
-            if found is None:
-                path.unlink(missing_ok=True)
-                todo.append(index)
-            else:
-                records_by_chunk[index] = found
-
-        bar = self._progress_bar(config, total=len(samples), initial=sum(len(r) for r in records_by_chunk.values()))
+        todo = [i for i in range(len(chunks)) if not (folder / f"chunk-{i:05d}.jsonl").is_file()]
+        mine = [i for i in todo if i % procs.world == procs.rank]  # this process's shard
+        bar = self._progress_bar(config, total=sum(len(chunks[i]) for i in mine))
         try:
-            for index in todo:
-                chunk_samples = [samples[p] for p in chunks[index]]
-                records = self._compute(config, chunk_samples, chunks[index])
+            for index in mine:
+                records = self._compute(config, [samples[p] for p in chunks[index]], chunks[index])
                 write_chunk(folder / f"chunk-{index:05d}.jsonl", records)
-                records_by_chunk[index] = records
                 if bar is not None:
                     bar.update(len(records))
         finally:
             if bar is not None:
                 bar.close()
-        all_records = [r for index in range(len(chunks)) for r in records_by_chunk[index]]
-        _write_atomic(done, json.dumps({"key": key, "n_records": len(all_records), "n_chunks": len(chunks),
-                                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+        procs.barrier()
+
+        all_records = self._load_records(folder, chunks, samples)
+        if all_records is None:
+            raise RuntimeError(f"{folder}: some chunks are missing or corrupt after the run; run it again to redo them")
+        if procs.rank == 0:
+            _write_atomic(done, json.dumps({"key": key, "n_records": len(all_records), "n_chunks": len(chunks),
+                                            "processes": procs.world,
+                                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
         return self._table(all_records, config)
 
     def grid(self, configs: Iterable[RunConfig]) -> pd.DataFrame:
@@ -522,12 +565,12 @@ class Evaluator:
             table[name] = value
         return table
 
-    def _progress_bar(self, config: RunConfig, total: int, initial: int):
-        if not self.progress:
+    def _progress_bar(self, config: RunConfig, total: int):
+        if not self.progress or total == 0:
             return None
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, initial=initial, desc=f"{config.dataset} {config.label()}", unit="sample",
+        return tqdm(total=total, desc=f"{config.dataset} {config.label()}", unit="sample",
                     dynamic_ncols=True, leave=False)
 
     # -- one chunk through the model
