@@ -189,6 +189,23 @@ def test_scope_all_gains_zero_picks_lowest_index():
     assert select("scope", x, a, 5, alpha=1.0).tolist() == [[0, 1, 2, 3, 4]]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_scope_exhausted_gains_with_rounding(dtype):
+    # Ten random directions, each repeated three times (tokens i, i + 10, i + 20). Once one copy of
+    # every direction is picked, every remaining gain is exactly 0 although the running sums of
+    # the incremental CPU loop leave rounding residues; the lowest remaining indices must follow.
+    rtol = 1e-5 if dtype == torch.float32 else 1e-9
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        v = torch.randn(10, 7, generator=g, dtype=torch.float64) + 0.5
+        x = v.repeat(3, 1).unsqueeze(0).to(dtype)
+        a = torch.rand(1, 30, generator=g, dtype=torch.float64).to(dtype)
+        assert select("scope", x, a, 20, alpha=0.0).tolist() == [list(range(20))]
+        for alpha in (0.0, 1.0):
+            want = ref_scope(rows(x[0]), a[0].double().tolist(), 20, alpha, 1.0, rtol)
+            assert select("scope", x, a, 20, alpha=alpha).tolist() == [want]
+
+
 def test_scope_hand_computed_saliency_weighting():
     # Two clusters: A = tokens 0-2 (identical), B = token 3 (orthogonal). Pure coverage prefers
     # the big cluster; a strongly salient lone token wins once alpha is large enough.

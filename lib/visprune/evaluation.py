@@ -45,7 +45,7 @@ from visprune import prompts
 from visprune.profiles import POPE_SPLITS, Profile, resolve_profile
 
 #: Bump when the meaning or layout of the records changes (invalidates every cache).
-ENGINE_VERSION = "1"
+ENGINE_VERSION = "2"
 
 DATASETS = tuple(f"pope-{s}" for s in POPE_SPLITS) + ("scienceqa", "chair")
 PRE_LLM_METHODS = ("random", "saliency", "scope", "divprune", "adaptive")
@@ -599,20 +599,26 @@ class Evaluator:
         for start in range(0, len(ok_ids), self.batch_size):
             batch_ids = ok_ids[start : start + self.batch_size]
             vision = llava.encode_images([images[i] for i in batch_ids])
+            features = vision.features.float()
+            erank_image = erank_batch(features)  # (B,), the image's diversity, reused by "adaptive"
+            entropy = attention_entropy_batch(vision.cls_attention.float()).cpu()
             params = dict(config.params)
+            if config.method == "random":
+                # one seed per image, so an image's draw does not depend on its batch or chunk
+                params["sample_seeds"] = [_stable_seed(i) for i in batch_ids]
+            if config.method == "adaptive":
+                params["image_erank"] = erank_image
             if config.method == "none":
                 selection = llava.select_tokens(vision, "none")
             else:
                 selection = llava.select_tokens(vision, config.method, config.k, **params)
-            features = vision.features.float()
-            erank_image = erank_batch(features).cpu()
-            entropy = attention_entropy_batch(vision.cls_attention.float()).cpu()
             tau = None
             if config.method == "adaptive":
                 from visprune.pruning import adaptive_threshold
 
-                ada = {k: v for k, v in params.items() if k in ("c", "tau_max", "erank_ref")}
+                ada = {k: v for k, v in params.items() if k in ("c", "tau_max", "erank_ref", "image_erank")}
                 tau = adaptive_threshold(features, **ada).cpu()
+            erank_image = erank_image.cpu()
             for row, image_id in enumerate(batch_ids):
                 per_image[image_id] = {
                     "batch": len(visions), "row": row,
@@ -676,6 +682,11 @@ class Evaluator:
             rec.pop("batch", None)
             rec.pop("row", None)
         return records
+
+
+def _stable_seed(image_id: str) -> int:
+    """A seed derived from an image id, the same in every process and Python session."""
+    return int.from_bytes(hashlib.sha256(str(image_id).encode()).digest()[:4], "little")
 
 
 def _flat_meta(meta: dict) -> dict:

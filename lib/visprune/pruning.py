@@ -26,8 +26,10 @@ returns K distinct indices per row in any order, or ``(indices, info)`` with a d
 diagnostics (returned by ``select(..., return_info=True)``). ``select`` sorts the rows and moves
 them to the features' device.
 
-Numerics: similarities are computed in float32, or float64 when the features are float64.
-Ties: wherever a method takes an argmax or a top-K, ties go to the lower token index.
+Numerics: similarities are computed in float32, or float64 when the features are float64, and
+made exactly symmetric. Ties: wherever a method takes an argmax or a top-K, ties go to the lower
+token index (for SCOPE, scores equal up to a small relative tolerance count as tied; see
+``scope_select``). Selection never tracks gradients.
 """
 
 from __future__ import annotations
@@ -154,12 +156,16 @@ def _check_inputs(features: Any, saliency: Any) -> tuple[torch.Tensor, torch.Ten
         raise ValueError(f"saliency: expected a real-valued tensor, got dtype {saliency.dtype}")
     if saliency.device != features.device:
         raise ValueError(f"saliency: is on {saliency.device} but features are on {features.device}; put both on one device")
-    if not bool(torch.isfinite(features).all()):
+    # One min/max pass each: NaN propagates into both, +-inf shows in one (far cheaper than an
+    # elementwise isfinite mask on (B, N, d) features).
+    if features.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(features))).all()):
         raise ValueError("features: contains NaN or infinite values")
-    if saliency.is_floating_point() and not bool(torch.isfinite(saliency).all()):
-        raise ValueError("saliency: contains NaN or infinite values")
-    if bool((saliency < 0).any()):
-        raise ValueError("saliency: must be non-negative (CLS attention summed over heads), found negative values")
+    if saliency.numel():
+        low, high = torch.aminmax(saliency)
+        if saliency.is_floating_point() and not bool(torch.isfinite(torch.stack([low, high])).all()):
+            raise ValueError("saliency: contains NaN or infinite values")
+        if bool(low < 0):
+            raise ValueError("saliency: must be non-negative (CLS attention summed over heads), found negative values")
     return features, saliency
 
 
@@ -229,7 +235,7 @@ def cosine_similarity_matrix(features: torch.Tensor) -> torch.Tensor:
     sim = torch.bmm(x, x.transpose(1, 2))  # (B, N, N), S[b, j, i] = <x_j, x_i>
     # A GEMM need not round S[j, i] and S[i, j] alike; make S exactly symmetric, as it is in
     # exact arithmetic, so that "row i" and "column i" are the same thing for every selector.
-    return sim.add_(sim.transpose(1, 2).clone()).mul_(0.5)
+    return (sim + sim.transpose(1, 2)).mul_(0.5)
 
 
 def _descending_order(values: torch.Tensor) -> torch.Tensor:
@@ -353,15 +359,18 @@ def _scope_greedy_cpu(sim: torch.Tensor, weight: torch.Tensor, k: int, gap_power
 
     Same inputs as ``_scope_greedy_dense``. The gap matrix R (B, N, N) is kept between steps, and
     after a pick only the rows whose cover rose (S[j, i*] > cover_j; their new cover is
-    S[j, i*]) are recomputed: after the first pick that is typically a few percent of the N rows.
-    The gains (column sums of R) are kept in float64 and lowered by the change of those rows, so
-    a step costs O(B N + changed rows x N) instead of O(B N^2). When more than half of all rows
-    change (the first pick), R and the gains are recomputed in full instead.
+    S[j, i*]) are recomputed: after the first few picks that is typically a few percent of the
+    N rows. The gains (column sums of R) are kept in float64 and lowered by the change of those
+    rows, so a step costs O(B N + changed rows x N) instead of O(B N^2). When more than 40% of
+    all rows change (the first pick), R and the gains are recomputed in full instead.
 
-    Exact zeros: each column's count of non-zero entries of R is kept too, and a gain is set to
-    exactly 0 when its count reaches 0, so the "all remaining gains are 0 -> lowest index" rule
-    holds exactly despite rounding in the running sums. The loop is in NumPy because per-call
-    overhead, not arithmetic, dominates once only a few rows change per step.
+    Rounding: each change is an exact float64 difference of two stored entries of R, so a
+    running gain stays within about 1e-12 of its first value G0 of the exact column sum of R.
+    A gain that falls below 1e-9 * G0 is therefore recomputed as an exact column sum (a sum of
+    non-negative terms, 0 exactly when the column is all zeros); a zero gain then stays exactly
+    zero, since all later changes to its column are 0. So "all remaining gains are 0 -> lowest
+    index" holds exactly. The loop is in NumPy because per-call overhead, not arithmetic,
+    dominates once only a few rows change per step.
     """
     batch, n, _ = sim.shape
     tie_rtol = _scope_tie_rtol(sim.dtype)
@@ -372,13 +381,14 @@ def _scope_greedy_cpu(sim: torch.Tensor, weight: torch.Tensor, k: int, gap_power
     cover = np.zeros((batch, n), dtype=sim_np.dtype)  # (B, N) cover_j
     cover_flat = cover.reshape(-1)
 
-    def recompute_all():  # R, its column sums and non-zero counts from scratch
+    def recompute_all():  # R and its column sums from scratch: (B, N) float64
         np.subtract(sim_np, cover[:, :, None], out=gap)
         np.maximum(gap, 0, out=gap)
         _power_inplace(gap, gap_power)
-        return gap.sum(axis=1, dtype=np.float64), np.count_nonzero(gap, axis=1)  # (B, N) each
+        return gap.sum(axis=1, dtype=np.float64)
 
-    gain, nonzero = recompute_all()
+    gain = recompute_all()
+    recheck_below = gain * 1e-9  # (B, N); -inf for tokens that need no more checks
     weight_np = weight.double().numpy()  # (B, N)
     penalty = np.zeros((batch, n))  # (B, N): -inf once picked
     score = np.empty((batch, n))
@@ -391,39 +401,34 @@ def _scope_greedy_cpu(sim: torch.Tensor, weight: torch.Tensor, k: int, gap_power
         best = score.max(axis=1, keepdims=True)  # (B, 1)
         pick = (score >= best * (1.0 - tie_rtol)).argmax(axis=1)  # (B,) lowest tied index
         picks.append(pick)
-        penalty[image_rows, pick] = -np.inf
+        flat_pick = row_offset + pick  # (B,) flat index b*N + i*
+        penalty.put(flat_pick, -np.inf)
+        recheck_below.put(flat_pick, -np.inf)
         if step == k - 1:
             break
-        column = sim_rows[row_offset + pick]  # (B, N): S[i*, j] = S[j, i*]
-        changed = np.flatnonzero(column > cover)  # flat rows b*N + j, ascending
+        column = sim_rows[flat_pick]  # (B, N): S[i*, j] = S[j, i*]
+        changed = (column > cover).ravel().nonzero()[0]  # flat rows b*N + j, ascending
         np.maximum(cover, column, out=cover)
-        if 2 * changed.size > batch * n:
-            gain, nonzero = recompute_all()
-            continue
-        if changed.size == 0:
-            continue
-        fresh = sim_rows[changed]  # (m, N) copy
-        fresh -= cover_flat[changed][:, None]
-        np.maximum(fresh, 0, out=fresh)
-        _power_inplace(fresh, gap_power)
-        old = gap_rows[changed]  # (m, N) copy
-        gap_rows[changed] = fresh
-        # (m, N) >= 0: how much each changed row's terms fell, in float64: the gains shrink by
-        # orders of magnitude from their first values, so float32 differences would leave
-        # rounding errors of the size of late gains.
-        drop = old.astype(np.float64)
-        drop -= fresh
-        vanished = old.astype(bool)
-        vanished &= fresh == 0  # (m, N): terms that became exactly 0
-        if batch == 1:
-            gain[0] -= drop.sum(axis=0)
-            nonzero[0] -= np.count_nonzero(vanished, axis=0)
-        else:  # sum the changed rows per image with a (B, m) 0/1 matrix product
-            member = (changed // n == image_rows[:, None]).astype(drop.dtype)  # (B, m)
-            gain -= member @ drop
-            nonzero -= np.rint(member @ vanished).astype(nonzero.dtype)
-        np.putmask(gain, nonzero == 0, 0.0)
-        np.maximum(gain, 0.0, out=gain)  # a true gain is never negative; drop rounding below 0
+        if changed.size > 0.4 * batch * n:  # cheaper to recompute everything (measured break-even)
+            gain = recompute_all()
+        elif changed.size:
+            fresh = sim_rows[changed]  # (m, N) copy
+            fresh -= cover_flat[changed][:, None]
+            np.maximum(fresh, 0, out=fresh)
+            _power_inplace(fresh, gap_power)
+            drop = gap_rows[changed].astype(np.float64)  # (m, N) old rows
+            gap_rows[changed] = fresh
+            drop -= fresh  # >= 0: how much each term fell, exact in float64
+            if batch == 1:
+                gain[0] -= drop.sum(axis=0)
+            else:  # sum the changed rows per image with a (B, m) 0/1 matrix product
+                gain -= (changed // n == image_rows[:, None]).astype(np.float64) @ drop
+        low = gain < recheck_below  # (B, N), almost always all False
+        if low.any():
+            b_low, i_low = np.nonzero(low)
+            exact = gap[b_low, :, i_low].sum(axis=1, dtype=np.float64)  # column sums of R
+            gain[b_low, i_low] = exact
+            recheck_below[b_low[exact == 0], i_low[exact == 0]] = -np.inf  # stays 0 for good
     return torch.from_numpy(np.stack(picks, axis=1))
 
 
@@ -447,8 +452,11 @@ def scope_select(features, saliency, k, *, alpha: float = 1.0, gap_power: float 
     - Picked tokens are masked with -inf, so they are never picked again. When every remaining
       score is 0 (e.g. remaining tokens are exact duplicates of picked ones, or have zero
       saliency with alpha > 0), the lowest remaining index is picked.
-    - Cost O(K N^2) arithmetic per image, vectorised over candidates and images; only the K
-      steps are a Python loop. Memory: two (B, N, N) tensors in the work dtype.
+    - Cost: one (B, N, N) similarity matrix, then K steps vectorised over candidates and images
+      (the only Python loop). On CPU the gap matrix is updated incrementally
+      (``_scope_greedy_cpu``, a few percent of its rows per step); on other devices it is
+      recomputed each step (``_scope_greedy_dense``, O(N^2) per step but no host syncs). Both
+      give the same picks. Memory: two (B, N, N) arrays in the work dtype.
     """
     alpha = _check_real("alpha", alpha, low=0.0)
     gap_power = _check_real("gap_power", gap_power, low=0.0, low_open=True)
@@ -499,12 +507,12 @@ def divprune_select(features, saliency, k):
 # Adaptive (AgilePruner-style)
 # ----------------------------------------------------------------------------------------------
 
-# Defaults, a convention of this project (the published description gives no single value).
-# Cosine distances lie in [0, 2]; between patches of one CLIP image they mostly fall well below 1,
-# and near-duplicate patches (sky, wall) sit below ~0.1. An image of average complexity
-# (erank = erank_ref) therefore gets tau = c = 0.1: near-duplicates of a kept token are skipped,
-# distinct content is not. tau_max = 0.5 caps the threshold for very complex images so the walk
-# still finds K tokens instead of ending early and falling back to saliency order.
+# Defaults: a convention of this project, not published values; calibrate them on real features
+# (the chapters record tau per image). Cosine distances lie in [0, 2], and near-duplicate patches
+# (sky, wall) are much closer than 1. With c = 0.1 an image of average complexity
+# (erank = erank_ref) gets tau = 0.1, which skips near-duplicates of kept tokens but little
+# else; twice the reference erank gives 0.2. tau_max = 0.5 caps the threshold for very complex
+# images, so that the walk does not end long before K and fall back to saliency order.
 ADAPTIVE_DEFAULT_C = 0.1
 ADAPTIVE_DEFAULT_TAU_MAX = 0.5
 
@@ -594,25 +602,27 @@ def adaptive_select(
     none (the walk ends).
     """
     tau, erank = _threshold_and_erank(features, erank_ref, c, tau_max, image_erank)  # (B,), (B,)
-    dist = (1.0 - cosine_similarity_matrix(features)).clamp_(0.0, 2.0)  # (B, N, N)
-    batch, n, _ = dist.shape
-    rows = torch.arange(batch, device=dist.device)
+    batch, n, d = features.shape
+    rows = torch.arange(batch, device=features.device)
     order = _descending_order(saliency)  # (B, N): rank r -> token index
-    kept = torch.zeros(batch, n, dtype=torch.bool, device=dist.device)  # by rank position
-    blocked = torch.zeros(batch, n, dtype=torch.bool, device=dist.device)  # by rank position
-    n_walk = torch.zeros(batch, dtype=torch.long, device=dist.device)
-    tau_col = tau.to(dist.dtype).unsqueeze(1)  # (B, 1)
+    # Work in rank order throughout: row/column r of these matrices is the r-th most salient token.
+    ranked = features.gather(1, order.unsqueeze(-1).expand(batch, n, d))  # (B, N, d)
+    dist = (1.0 - cosine_similarity_matrix(ranked)).clamp_(0.0, 2.0)  # (B, N, N) cosine distances
+    # compatible[b, r, s] = 1 when token s may still be kept next to kept token r (distance >= tau);
+    # a token is never compatible with itself, so accepting it also takes it out of the walk.
+    compatible = (dist >= tau.to(dist.dtype)[:, None, None]).to(torch.uint8)  # (B, N, N)
+    compatible.diagonal(dim1=1, dim2=2).zero_()
+    available = torch.ones(batch, n, dtype=torch.uint8, device=features.device)  # not kept, not blocked
+    kept = torch.zeros(batch, n, dtype=torch.bool, device=features.device)  # by rank position
+    n_walk = torch.zeros(batch, dtype=torch.long, device=features.device)
     for _ in range(k):
-        free = ~(kept | blocked)  # (B, N) candidates still acceptable, in rank order
-        has_free = free.any(dim=1)  # (B,)
-        if not bool(has_free.any()):
+        pos = available.argmax(dim=1)  # (B,) first available rank position (0 if none)
+        accepted = available[rows, pos].bool()  # (B,) False where the walk has ended
+        if not bool(accepted.any()):
             break
-        pos = free.to(torch.uint8).argmax(dim=1)  # (B,) first free rank position
-        token = order[rows, pos]  # (B,)
-        kept[rows, pos] |= has_free
-        n_walk += has_free.long()
-        near = dist[rows, token, :].gather(1, order) < tau_col  # (B, N) in rank order
-        blocked |= near & has_free.unsqueeze(1)
+        kept[rows, pos] |= accepted
+        n_walk += accepted
+        available &= compatible[rows, pos, :]  # block what is within tau of the new token
     # Fill: the first (k - n_walk) not-kept tokens in rank order.
     missing = (k - n_walk).unsqueeze(1)  # (B, 1)
     not_kept = ~kept
