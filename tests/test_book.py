@@ -79,3 +79,20 @@ def test_parse_value():
     assert book.parse_value("0.5") == 0.5
     assert book.parse_value("None") is None
     assert book.parse_value("toy") == "toy"
+
+
+def test_parameter_of_the_wrong_type_is_rejected_before_execution(tmp_path, monkeypatch, capsys):
+    root = _make_book(tmp_path, "print(alpha)")
+    monkeypatch.chdir(root)
+    assert book.main(["--chapter", "demo", "-p", "alpha", "[1, 2]", "--no-render"]) == 2
+    err = capsys.readouterr().err
+    assert "'alpha'" in err and "expects int" in err
+    assert not (root / book.STAGING / "chapters" / "demo.ipynb").exists()
+
+
+def test_check_parameter_types():
+    defaults = {"budgets": [64], "alpha": 1.0, "n": 10, "path": None, "name": "toy"}
+    book.check_parameter_types("c", defaults, {"budgets": (16,), "alpha": 1, "n": 3, "path": "/x", "name": None})
+    for bad in ({"budgets": 64}, {"alpha": "high"}, {"n": 2.5}, {"name": 3}):
+        with pytest.raises(ValueError, match=list(bad)[0]):
+            book.check_parameter_types("c", defaults, bad)

@@ -97,6 +97,31 @@ def notebook_parameters(nb_path: Path) -> dict[str, Any]:
     return {name: parse_value(spec["default"]) for name, spec in info.items()}
 
 
+def check_parameter_types(chapter: str, defaults: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Reject an override whose type does not fit the chapter's default (before any execution).
+
+    An int is accepted where the default is a float, anything where the default is None, and
+    None where the default is a path-like string (meaning "the profile's default").
+    """
+    for name, value in overrides.items():
+        default = defaults.get(name)
+        if default is None or value is None:
+            continue
+        if isinstance(default, bool) or isinstance(value, bool):
+            ok = isinstance(default, bool) and isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float))
+        elif isinstance(default, (list, tuple)):
+            ok = isinstance(value, (list, tuple))
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            raise ValueError(
+                f"{chapter}: parameter {name!r} expects {type(default).__name__} (like {default!r}), "
+                f"got {type(value).__name__} {value!r}"
+            )
+
+
 def library_fingerprint(root: Path) -> str:
     """A hash of the library's source, so a chapter re-executes when the code it calls changes."""
     digest = hashlib.sha256()
@@ -151,6 +176,7 @@ def execute_chapter(
 
     source = root / nb
     defaults = notebook_parameters(source)
+    check_parameter_types(str(nb), defaults, overrides)
     parameters = {**defaults, **overrides}
     target = root / STAGING / nb
     stamp_file = target.with_suffix(".stamp")
@@ -246,6 +272,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: -p {name}: not a parameter of chapter(s) {lacking}; their parameters are "
                   f"{ {nb.stem: sorted(chapter_defaults[nb]) for nb in notebooks if nb.stem in lacking} }",
                   file=sys.stderr)
+            return 2
+
+    for nb in notebooks:
+        try:
+            check_parameter_types(str(nb), chapter_defaults[nb], {k: v for k, v in overrides.items() if k in chapter_defaults[nb]})
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
             return 2
 
     stage_static_files(root)
