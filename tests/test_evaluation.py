@@ -260,3 +260,52 @@ def test_two_processes_give_the_one_process_table(assets, tmp_path):
     assert reader._llava is None  # the merged cache is complete: nothing was recomputed
     single = Evaluator(_profile(assets, tmp_path / "one"), progress=False).run(config)
     pd.testing.assert_frame_equal(merged, single)
+
+
+def test_same_configuration_gives_identical_records(assets, tmp_path):
+    config = RunConfig("pope-random", "random", 4, {"seed": 7}, n_samples=18, chunk_size=6)
+    first = Evaluator(_profile(assets, tmp_path / "a"), progress=False).run(config)
+    second = Evaluator(_profile(assets, tmp_path / "b"), progress=False, batch_size=3).run(config)
+    pd.testing.assert_frame_equal(first, second)
+    other = Evaluator(_profile(assets, tmp_path / "c"), progress=False).run(
+        RunConfig("pope-random", "random", 4, {"seed": 8}, n_samples=18, chunk_size=6))
+    assert not np.allclose(np.stack(first["probs"].to_list()), np.stack(other["probs"].to_list()))
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--dataset", "pope-random", "--method", "scope", "--k", "0"], ["k"]),
+        (["--dataset", "pope-random", "--method", "scope", "--k", "999"], ["k", "999"]),
+        (["--dataset", "pope-random", "--method", "scope", "--k", "4", "-P", "gap_power=0"], ["gap_power"]),
+        (["--dataset", "pope-random", "--method", "fastv", "--k", "4", "-P", "layer=50"], ["layer"]),
+        (["--dataset", "pope-random", "--method", "saliency", "--k", "4", "-P", "alpha=1"], ["alpha"]),
+        (["--dataset", "pope-random", "--method", "none", "--k", "4"], ["k"]),
+    ],
+)
+def test_cli_bad_configuration_messages(assets, tmp_path, capsys, extra, words):
+    from visprune.__main__ import main
+
+    code = main(["run", "--model", str(assets / "model"), "--world", str(assets / "world"),
+                 "--results", str(tmp_path), "--no-progress", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert all(w in err for w in words), err
+
+
+def test_cli_missing_files_name_the_path(assets, tmp_path, capsys, monkeypatch):
+    from visprune.__main__ import main
+
+    for name in ("MODEL", "COCO_IMAGES", "COCO_ANNOTATIONS", "POPE", "SCIENCEQA"):
+        monkeypatch.delenv(f"VISPRUNE_{name}", raising=False)
+    code = main(["run", "--model", str(tmp_path / "no-model"), "--world", str(assets / "world"),
+                 "--results", str(tmp_path), "--dataset", "pope-random"])
+    assert code == 2 and str(tmp_path / "no-model") in capsys.readouterr().err
+    code = main(["run", "--profile", "llava-1.5-7b", "--model", str(assets / "model"), "--pope", str(tmp_path / "pope"),
+                 "--coco-images", str(tmp_path), "--coco-annotations", str(tmp_path), "--scienceqa", str(tmp_path),
+                 "--results", str(tmp_path), "--dataset", "pope-adversarial", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "coco_pope_adversarial.json" in err and "POPE" in err
+    code = main(["run", "--profile", "llava-1.5-7b", "--dataset", "pope-random"])
+    err = capsys.readouterr().err
+    assert code == 2 and "VISPRUNE_" in err
