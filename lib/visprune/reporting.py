@@ -1,0 +1,563 @@
+"""Summary tables of evaluation grids, with bootstrap intervals (DESIGN.md section 7).
+
+The evaluation engine (:mod:`visprune.evaluation`) returns one tidy table of per-sample records
+for a whole grid of runs. This module turns such a table into what a chapter shows:
+
+- :func:`summary_table`: one row per group (by default per ``(dataset, run)``) with each metric
+  and its 95% percentile-bootstrap interval (ALGORITHMS.md, "Metrics", "Uncertainty");
+- :func:`paired_difference`: the difference of one metric between two runs on the same
+  samples, with its paired bootstrap interval (:func:`compare_runs`: several at once);
+- :func:`answer_arrays`: the ``(probs, labels)`` arrays of a set of records (what
+  :mod:`visprune.metrics` and :mod:`visprune.plots` take);
+- :func:`add_budget`, :func:`method_label`: the papers' token budgets and readable method names;
+- :func:`format_interval`, :func:`format_difference`, :func:`direction`, :func:`format_summary`,
+  :func:`markdown_table`: small formatting helpers for tables and prose.
+
+Every metric is a function of ``(probs, labels)``: ``probs`` (n, C) holds each sample's
+distribution over its answer set (answer sets of different sizes, as in ScienceQA, are padded
+with zeros to the widest one; padded classes carry no probability and are never the label, so no
+metric changes), ``labels`` (n,) the index of the right answer. Point estimates call the
+functions of :mod:`visprune.metrics` directly.
+
+Intervals. A summary table of a study grid needs thousands of bootstrap intervals (runs x
+metrics x 1,000 resamples), which one metric call per resample would make the slowest part of a
+chapter. So the resampled metrics are computed here for all resamples at once, from per-bin and
+per-tie-group counts, on exactly the resamples :func:`visprune.metrics.bootstrap_ci` draws
+(``numpy.random.default_rng(seed)``, one ``integers(0, n, size=n)`` draw per resample). The
+intervals therefore equal ``metrics.bootstrap_ci(metric, probs, labels, n_resamples=...,
+seed=...)`` and ``metrics.bootstrap_diff_ci(...)`` up to float rounding; tests/test_reporting.py
+checks that they do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from visprune import metrics
+from visprune.prompts import POPE_ANSWERS
+
+__all__ = [
+    "METRICS",
+    "BINARY_METRICS",
+    "DEFAULT_METRICS",
+    "PARAM_COLUMNS",
+    "answer_arrays",
+    "metric_value",
+    "summary_table",
+    "paired_difference",
+    "compare_runs",
+    "add_budget",
+    "method_label",
+    "format_interval",
+    "format_difference",
+    "direction",
+    "format_summary",
+    "markdown_table",
+]
+
+#: Metrics a summary can hold, in a sensible table order (all computed from probs and labels).
+METRICS = ("accuracy", "precision", "recall", "f1", "yes_ratio", "ece", "mce", "brier", "aurc", "eaurc")
+#: Metrics defined only for POPE's yes/no answer set ("yes" is the positive class).
+BINARY_METRICS = ("precision", "recall", "f1", "yes_ratio")
+#: What Study A reports for every run.
+DEFAULT_METRICS = ("accuracy", "f1", "yes_ratio", "ece", "brier", "aurc")
+#: Method-parameter columns of a grid (``Evaluator.grid`` adds one per parameter a run sets).
+PARAM_COLUMNS = ("alpha", "gap_power", "layer", "seed", "c", "tau_max", "erank_ref", "feature_space")
+#: Lower is better for these metrics (used by :func:`direction` wording).
+LOWER_IS_BETTER = ("ece", "mce", "brier", "aurc", "eaurc")
+
+
+# ------------------------------------------------------------------------------ records -> arrays
+
+
+def _check_records(records: Any, name: str = "grid") -> pd.DataFrame:
+    if not isinstance(records, pd.DataFrame):
+        raise ValueError(f"{name}: expected the pandas DataFrame of per-sample records from Evaluator.grid or .run, "
+                         f"got {type(records).__name__}")
+    needed = {"status", "probs", "label", "sample_id"}
+    missing = needed - set(records.columns)
+    if missing:
+        raise ValueError(f"{name}: the records lack the columns {sorted(missing)}; pass the table that "
+                         "Evaluator.grid or Evaluator.run returned")
+    return records
+
+
+def answer_arrays(records: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``(probs (n, C) float64, labels (n,) int64)`` of the scored records (status ``"ok"``).
+
+    Answer sets of different sizes are padded with zero probability to the widest set. Raises a
+    ValueError for caption records (no answer probabilities) or when no record was scored.
+    """
+    records = _check_records(records, "records")
+    ok = records[records["status"] == "ok"]
+    if ok.empty:
+        raise ValueError("records: no sample was scored (status 'ok'); nothing to summarise")
+    if ok["probs"].isna().any():
+        raise ValueError("records: some scored samples have no answer probabilities (caption runs?); "
+                         "summaries need question-answering runs (POPE, ScienceQA)")
+    rows = [np.asarray(p, dtype=np.float64) for p in ok["probs"]]
+    width = max(len(r) for r in rows)
+    probs = np.zeros((len(rows), width))  # (n, C)
+    for i, r in enumerate(rows):
+        probs[i, : len(r)] = r
+    labels = ok["label"].to_numpy(dtype=np.int64)  # (n,)
+    return probs, labels
+
+
+def _is_binary_yes_no(records: pd.DataFrame) -> bool:
+    ok = records[records["status"] == "ok"]
+    return "answers" in ok and not ok.empty and all(tuple(a) == tuple(POPE_ANSWERS) for a in ok["answers"])
+
+
+def _check_metric(name: Any) -> str:
+    if name not in METRICS:
+        raise ValueError(f"metric: unknown metric {name!r}; choose from {METRICS}")
+    return name
+
+
+def metric_value(metric: str, probs: Any, labels: Any, n_bins: int = 15) -> float:
+    """One metric of ``(probs, labels)``, computed by :mod:`visprune.metrics`.
+
+    ``aurc`` and ``eaurc`` use the top-label confidence and correctness; ``precision``,
+    ``recall``, ``f1`` and ``yes_ratio`` take index 0 ("yes") as the positive class.
+
+    >>> metric_value("accuracy", [[0.9, 0.1], [0.3, 0.7]], [0, 0])
+    0.5
+    """
+    metric = _check_metric(metric)
+    if metric in ("ece", "mce"):
+        return getattr(metrics, metric)(probs, labels, n_bins=n_bins)
+    if metric in ("aurc", "eaurc"):
+        p = np.asarray(probs, dtype=np.float64)
+        correct = np.argmax(p, axis=1) == np.asarray(labels)
+        return getattr(metrics, metric)(p.max(axis=1), correct)
+    if metric == "yes_ratio":
+        return metrics.yes_ratio(probs)
+    return getattr(metrics, metric)(probs, labels)
+
+
+# ------------------------------------------------------------------------------ fast resampled metrics
+
+
+def _draw_indices(n: int, n_resamples: int, seed: Any) -> np.ndarray:
+    """(R, n) resample indices, drawn exactly as ``metrics.bootstrap_ci`` draws them."""
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.integers(0, n, size=n) for _ in range(n_resamples)])
+
+
+class _Resampled:
+    """Every metric of ``(probs, labels)`` on many resamples at once.
+
+    Built once per set of samples; :meth:`values` takes an (R, n) index matrix and returns the
+    (R,) metric values, the same numbers a loop of ``metric_value`` calls on ``probs[idx_r]``,
+    ``labels[idx_r]`` would give (up to float rounding).
+    """
+
+    def __init__(self, probs: np.ndarray, labels: np.ndarray, n_bins: int) -> None:
+        probs = np.asarray(probs, dtype=np.float64)
+        labels = np.asarray(labels, dtype=np.int64)
+        self.n, self.n_bins = len(labels), n_bins
+        pred = np.argmax(probs, axis=1)  # (n,)
+        rows = np.arange(self.n)
+        self.conf = probs[rows, pred]  # (n,) top-label confidence
+        self.hit = (pred == labels).astype(np.float64)  # (n,)
+        onehot = np.zeros_like(probs)
+        onehot[rows, labels] = 1.0
+        self.brier_i = np.sum((probs - onehot) ** 2, axis=1)  # (n,)
+        self.pred_yes = (pred == metrics.POPE_YES).astype(np.float64)  # (n,)
+        self.label_yes = (labels == metrics.POPE_YES).astype(np.float64)  # (n,)
+        self.bin = metrics.bin_index(self.conf, n_bins)  # (n,)
+        # tie groups of the selective-risk curve: distinct confidences, most confident first
+        levels, inverse = np.unique(-self.conf, return_inverse=True)
+        self.level, self.n_levels = inverse.reshape(-1), len(levels)  # (n,), G
+
+    @staticmethod
+    def _per_group(idx: np.ndarray, group: np.ndarray, n_groups: int, weights: np.ndarray | None) -> np.ndarray:
+        """(R, G) sums of ``weights`` (or counts) of each resample's samples per group."""
+        r = idx.shape[0]
+        flat = (np.arange(r)[:, None] * n_groups + group[idx]).ravel()  # (R * n,)
+        w = None if weights is None else weights[idx].ravel()
+        return np.bincount(flat, weights=w, minlength=r * n_groups).reshape(r, n_groups)
+
+    def _aurc(self, idx: np.ndarray) -> np.ndarray:
+        # risk(k) inside tie group g (start s0, size s, e errors, E errors before it) is
+        # (E + (k - s0) e / s) / k; summed over k = s0+1 .. s0+s that is
+        # E (H[s0+s] - H[s0]) + (e / s) (s - s0 (H[s0+s] - H[s0])), H the harmonic numbers.
+        size = self._per_group(idx, self.level, self.n_levels, None)  # (R, G)
+        errors = self._per_group(idx, self.level, self.n_levels, 1.0 - self.hit)  # (R, G)
+        end = np.cumsum(size, axis=1)  # (R, G)
+        start = end - size
+        err_before = np.cumsum(errors, axis=1) - errors
+        harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, self.n + 1))])  # (n + 1,)
+        h_gap = harmonic[end.astype(np.int64)] - harmonic[start.astype(np.int64)]
+        rate = np.divide(errors, size, out=np.zeros_like(errors), where=size > 0)
+        total = err_before * h_gap + rate * (size - start * h_gap)
+        return total.sum(axis=1) / self.n
+
+    def _eaurc(self, idx: np.ndarray) -> np.ndarray:
+        n = self.n
+        n_errors = np.rint((1.0 - self.hit)[idx].sum(axis=1)).astype(np.int64)  # (R,)
+        right = n - n_errors
+        harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1))])
+        ideal = (n_errors - right * (harmonic[n] - harmonic[right])) / n
+        return np.maximum(self._aurc(idx) - ideal, 0.0)
+
+    def values(self, metric: str, idx: np.ndarray) -> np.ndarray:
+        n = self.n
+        if metric == "accuracy":
+            return self.hit[idx].mean(axis=1)
+        if metric == "brier":
+            return self.brier_i[idx].mean(axis=1)
+        if metric == "yes_ratio":
+            return self.pred_yes[idx].mean(axis=1)
+        if metric in ("precision", "recall", "f1"):
+            tp = (self.pred_yes * self.label_yes)[idx].sum(axis=1)
+            predicted = self.pred_yes[idx].sum(axis=1)
+            actual = self.label_yes[idx].sum(axis=1)
+            prec = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+            rec = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+            if metric == "precision":
+                return prec
+            if metric == "recall":
+                return rec
+            return np.divide(2 * prec * rec, prec + rec, out=np.zeros_like(tp), where=prec + rec > 0)
+        if metric in ("ece", "mce"):
+            count = self._per_group(idx, self.bin, self.n_bins, None)  # (R, B)
+            sum_conf = self._per_group(idx, self.bin, self.n_bins, self.conf)
+            sum_hit = self._per_group(idx, self.bin, self.n_bins, self.hit)
+            if metric == "ece":
+                return np.abs(sum_hit - sum_conf).sum(axis=1) / n
+            gap = np.divide(np.abs(sum_hit - sum_conf), count, out=np.zeros_like(sum_conf), where=count > 0)
+            return gap.max(axis=1)
+        if metric == "aurc":
+            return self._aurc(idx)
+        if metric == "eaurc":
+            return self._eaurc(idx)
+        raise ValueError(f"metric: unknown metric {metric!r}; choose from {METRICS}")
+
+
+def _interval(stats: np.ndarray, level: float) -> tuple[float, float]:
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(stats, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def _check_bootstrap(n_bootstrap: Any, level: Any, allow_zero: bool = True) -> int:
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)) or n_bootstrap < (0 if allow_zero else 1):
+        what = "an int >= 0 (0 = no intervals)" if allow_zero else "a positive int"
+        raise ValueError(f"n_bootstrap: expected {what}, got {n_bootstrap!r}")
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise ValueError(f"level: must be a number strictly between 0 and 1 (e.g. 0.95), got {level!r}")
+    return int(n_bootstrap)
+
+
+# ------------------------------------------------------------------------------ summary tables
+
+
+def _check_columns(grid: pd.DataFrame, columns: Sequence[str], name: str) -> list[str]:
+    if isinstance(columns, str):
+        columns = [columns]
+    columns = list(columns)
+    missing = [c for c in columns if c not in grid.columns]
+    if missing:
+        raise ValueError(f"{name}: the grid has no column(s) {missing}; its columns are {list(grid.columns)}")
+    return columns
+
+
+def summary_table(
+    grid: pd.DataFrame,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    *,
+    by: Sequence[str] = ("dataset", "run"),
+    n_bins: int = 15,
+    n_bootstrap: int = 1000,
+    seed: Any = 0,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """One row per group of ``grid`` with each metric and its bootstrap interval.
+
+    ``grid``: the per-sample records of :meth:`visprune.evaluation.Evaluator.grid`.
+    ``by``: the grouping columns (default one row per run and data set; ``by=("run",)`` pools a
+    run's samples over several data sets, e.g. the three POPE splits). Groups keep the order in
+    which they first appear.
+
+    Columns: the ``by`` columns; ``method``, ``k``, ``label`` (see :func:`method_label`) and the
+    method parameters (``alpha``, ``gap_power``, ...) when they are constant in the group; ``n``
+    (scored samples) and ``n_failed``; then for each metric ``m``: ``m``, ``m_low``, ``m_high``
+    (the ``level`` percentile-bootstrap interval over samples from ``n_bootstrap`` resamples,
+    seeded with ``seed``; NaN when ``n_bootstrap == 0``). POPE-only metrics (``f1``,
+    ``yes_ratio``, ``precision``, ``recall``) are NaN for groups whose answer set is not yes/no.
+    The interval of every group uses the same ``seed``, as ``metrics.bootstrap_ci`` would.
+
+    Failed samples (status other than ``"ok"``) are counted in ``n_failed`` and not scored.
+    """
+    grid = _check_records(grid)
+    by = _check_columns(grid, by, "by")
+    if not by:
+        raise ValueError("by: give at least one grouping column, e.g. ('dataset', 'run')")
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    metric_names = [_check_metric(m) for m in metrics]
+    n_bootstrap = _check_bootstrap(n_bootstrap, level)
+    if grid.empty:
+        raise ValueError("grid: has no records; run some configurations first")
+
+    rows = []
+    for key, group in grid.groupby(by, sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        row: dict[str, Any] = dict(zip(by, key))
+        for col in ("method", "k", *PARAM_COLUMNS):
+            if col in group and col not in row:
+                values = group[col].drop_duplicates()
+                if len(values) == 1:
+                    row[col] = values.iloc[0]
+        row["label"] = method_label(row.get("method"), {c: row[c] for c in PARAM_COLUMNS if c in row})
+        ok = group[group["status"] == "ok"]
+        row["n"], row["n_failed"] = int(len(ok)), int(len(group) - len(ok))
+        if ok.empty:
+            rows.append(row)
+            continue
+        probs, labels = answer_arrays(ok)
+        binary = _is_binary_yes_no(ok)
+        resampled = _Resampled(probs, labels, n_bins) if n_bootstrap else None
+        idx = _draw_indices(len(labels), n_bootstrap, seed) if n_bootstrap else None
+        for m in metric_names:
+            if m in BINARY_METRICS and not binary:
+                row[m], row[f"{m}_low"], row[f"{m}_high"] = math.nan, math.nan, math.nan
+                continue
+            row[m] = metric_value(m, probs, labels, n_bins=n_bins)
+            if n_bootstrap:
+                row[f"{m}_low"], row[f"{m}_high"] = _interval(resampled.values(m, idx), level)
+            else:
+                row[f"{m}_low"], row[f"{m}_high"] = math.nan, math.nan
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    first = [c for c in [*by, "method", "k", "label", *PARAM_COLUMNS] if c in table.columns]
+    first = list(dict.fromkeys(first))
+    metric_cols = [c for m in metric_names for c in (m, f"{m}_low", f"{m}_high") if c in table.columns]
+    return table[first + ["n", "n_failed"] + metric_cols]
+
+
+def paired_difference(
+    grid: pd.DataFrame,
+    run_a: str,
+    run_b: str,
+    metric: str = "ece",
+    *,
+    dataset: str | Sequence[str] | None = None,
+    n_bins: int = 15,
+    n_bootstrap: int = 1000,
+    seed: Any = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """``metric(run_a) - metric(run_b)`` on the samples both runs scored, with a paired interval.
+
+    ``run_a``, ``run_b``: values of the grid's ``run`` column (e.g. ``"scope-k16-alpha0.0"`` and
+    ``"none"``). ``dataset``: one data set, a list of them (pooled), or None for every data set
+    both runs were evaluated on (pooled). Samples are matched on ``(dataset, sample_id)``; only
+    samples scored (status ``"ok"``) in both runs count.
+
+    The interval is the paired percentile bootstrap of ALGORITHMS.md ("Uncertainty"): each
+    resample draws one set of sample indices and applies it to both runs; it equals
+    ``metrics.bootstrap_diff_ci(f, (probs_a, labels), (probs_b, labels), n_resamples=n_bootstrap,
+    seed=seed, level=level)`` with ``f`` the metric.
+
+    Returns a dict: ``metric, run_a, run_b, datasets, n, a, b, diff, low, high``.
+    """
+    grid = _check_records(grid)
+    _check_columns(grid, ["run", "dataset"], "grid")
+    metric = _check_metric(metric)
+    n_bootstrap = _check_bootstrap(n_bootstrap, level, allow_zero=False)
+    for name, run in (("run_a", run_a), ("run_b", run_b)):
+        if run not in set(grid["run"]):
+            raise ValueError(f"{name}: no run {run!r} in the grid; its runs are {sorted(set(grid['run']))}")
+    if dataset is not None:
+        wanted = [dataset] if isinstance(dataset, str) else list(dataset)
+        unknown = set(wanted) - set(grid["dataset"])
+        if unknown:
+            raise ValueError(f"dataset: {sorted(unknown)} not in the grid; its data sets are {sorted(set(grid['dataset']))}")
+        grid = grid[grid["dataset"].isin(wanted)]
+    a = grid[(grid["run"] == run_a) & (grid["status"] == "ok")]
+    b = grid[(grid["run"] == run_b) & (grid["status"] == "ok")]
+    keys = ["dataset", "sample_id"]
+    common = a[keys].merge(b[keys], on=keys)
+    if common.empty:
+        raise ValueError(f"run_a, run_b: {run_a!r} and {run_b!r} share no scored samples"
+                         + ("" if dataset is None else f" in {dataset!r}"))
+    a = common.merge(a, on=keys, how="left", validate="one_to_one")
+    b = common.merge(b, on=keys, how="left", validate="one_to_one")
+    if not (a["label"].to_numpy() == b["label"].to_numpy()).all():
+        raise ValueError("grid: the two runs disagree on the labels of the same samples; were they run on the same data?")
+    if metric in BINARY_METRICS and not (_is_binary_yes_no(a) and _is_binary_yes_no(b)):
+        raise ValueError(f"metric: {metric!r} is defined for yes/no (POPE) answers only")
+    probs_a, labels = answer_arrays(a)
+    probs_b, _ = answer_arrays(b)
+    value_a = metric_value(metric, probs_a, labels, n_bins=n_bins)
+    value_b = metric_value(metric, probs_b, labels, n_bins=n_bins)
+    idx = _draw_indices(len(labels), n_bootstrap, seed)
+    diffs = _Resampled(probs_a, labels, n_bins).values(metric, idx) - _Resampled(probs_b, labels, n_bins).values(metric, idx)
+    low, high = _interval(diffs, level)
+    return {
+        "metric": metric, "run_a": run_a, "run_b": run_b, "datasets": sorted(set(common["dataset"])),
+        "n": int(len(labels)), "a": value_a, "b": value_b, "diff": value_a - value_b, "low": low, "high": high,
+    }
+
+
+def compare_runs(
+    grid: pd.DataFrame,
+    comparisons: Sequence[tuple[str, str, str]],
+    metrics: Sequence[str] = ("accuracy", "ece"),
+    *,
+    dataset: str | Sequence[str] | None = None,
+    n_bins: int = 15,
+    n_bootstrap: int = 1000,
+    seed: Any = 0,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """:func:`paired_difference` for several ``(name, run_a, run_b)`` comparisons and metrics.
+
+    One row per comparison and metric: ``comparison, metric, run_a, run_b, n, a, b, diff, low,
+    high, direction`` (``direction`` as in :func:`direction`: where the interval of
+    ``a - b`` lies relative to 0).
+    """
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    rows = []
+    for item in comparisons:
+        if not isinstance(item, (tuple, list)) or len(item) != 3:
+            raise ValueError(f"comparisons: each entry must be (name, run_a, run_b), got {item!r}")
+        name, run_a, run_b = item
+        for metric in metrics:
+            d = paired_difference(grid, run_a, run_b, metric, dataset=dataset, n_bins=n_bins,
+                                  n_bootstrap=n_bootstrap, seed=seed, level=level)
+            rows.append({"comparison": name, "metric": metric, "run_a": run_a, "run_b": run_b, "n": d["n"],
+                         "a": d["a"], "b": d["b"], "diff": d["diff"], "low": d["low"], "high": d["high"],
+                         "direction": direction(d)})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------ budgets and names
+
+
+def add_budget(summary: pd.DataFrame, k_of: Mapping[int, int], full: int = 576) -> pd.DataFrame:
+    """A copy of ``summary`` with a ``budget`` column: each run's budget in the papers' terms.
+
+    ``k_of`` is ``chapters.budgets_for(ev, budgets)``, ``{paper budget: model k}``. Unpruned
+    runs (method ``"none"``) get ``full`` (all of LLaVA-1.5's 576 tokens); a pruned run whose
+    ``k`` is not in ``k_of`` gets NaN.
+    """
+    if not isinstance(summary, pd.DataFrame) or "k" not in summary or "method" not in summary:
+        raise ValueError("summary: expected a table with 'method' and 'k' columns (from summary_table)")
+    if not isinstance(k_of, Mapping) or not k_of:
+        raise ValueError("k_of: expected the {paper budget: model k} mapping of chapters.budgets_for")
+    paper_of = {int(k): int(paper) for paper, k in k_of.items()}
+    if len(paper_of) != len(k_of):
+        raise ValueError(f"k_of: two paper budgets map to the same model k ({dict(k_of)}); choose budgets further apart")
+    out = summary.copy()
+    out["budget"] = [float(full) if m == "none" else float(paper_of.get(int(k), math.nan)) if pd.notna(k) else math.nan
+                     for m, k in zip(out["method"], out["k"])]
+    return out
+
+
+def _number(x: Any) -> str:
+    x = float(x)
+    return f"{x:g}"
+
+
+def method_label(method: str | None, params: Mapping[str, Any] | None = None) -> str:
+    """A readable name for a method configuration (used in tables and legends).
+
+    >>> method_label("scope", {"alpha": 0.0})
+    'SCOPE α=0'
+    >>> method_label("scope", {"alpha": 1.0, "gap_power": 2.0})
+    'SCOPE α=1, p=2'
+    >>> method_label("none")
+    'unpruned'
+    """
+    params = {k: v for k, v in dict(params or {}).items() if v is not None and not (isinstance(v, float) and math.isnan(v))}
+    if method is None:
+        return "(mixed)"
+    if method == "none":
+        return "unpruned"
+    if method == "scope":
+        text = f"SCOPE α={_number(params.get('alpha', 1.0))}"
+        if float(params.get("gap_power", 1.0)) != 1.0:
+            text += f", p={_number(params['gap_power'])}"
+        return text
+    if method == "saliency":
+        return "saliency-only"
+    if method == "fastv":
+        return "FastV" if int(params.get("layer", 2)) == 2 else f"FastV (layer {int(params['layer'])})"
+    if method == "random":
+        return "random"
+    if method == "divprune":
+        return "DivPrune"
+    if method == "adaptive":
+        return "adaptive"
+    return str(method)
+
+
+# ------------------------------------------------------------------------------ formatting
+
+
+def format_interval(value: float, low: float, high: float, digits: int = 3) -> str:
+    """``"0.123 [0.100, 0.150]"``; just the value when the interval is missing (NaN).
+
+    >>> format_interval(0.1234, 0.1, 0.15)
+    '0.123 [0.100, 0.150]'
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if low is None or high is None or math.isnan(float(low)) or math.isnan(float(high)):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def direction(difference: Mapping[str, Any]) -> str:
+    """``"lower"``, ``"higher"`` or ``"indistinguishable"``: where the interval of a
+    :func:`paired_difference` lies relative to 0 (run_a compared with run_b)."""
+    if difference["high"] < 0:
+        return "lower"
+    if difference["low"] > 0:
+        return "higher"
+    return "indistinguishable"
+
+
+def format_difference(difference: Mapping[str, Any], digits: int = 3) -> str:
+    """``"-0.021 (95% CI -0.040 to -0.003)"`` for a :func:`paired_difference` result (signed).
+
+    >>> format_difference({"diff": -0.02, "low": -0.04, "high": 0.01})
+    '-0.020 (95% CI -0.040 to +0.010)'
+    """
+    return f"{difference['diff']:+.{digits}f} (95% CI {difference['low']:+.{digits}f} to {difference['high']:+.{digits}f})"
+
+
+def format_summary(summary: pd.DataFrame, metrics: Sequence[str] | None = None, *,
+                   columns: Sequence[str] = ("label",), digits: int = 3) -> pd.DataFrame:
+    """A display copy of a summary table: ``columns`` as they are, then one text column per
+    metric, ``"value [low, high]"``; ``n`` is kept. Metrics default to every metric present."""
+    if metrics is None:
+        metrics = [m for m in METRICS if m in summary.columns]
+    columns = _check_columns(summary, columns, "columns")
+    _check_columns(summary, list(metrics), "metrics")
+    out = summary[columns].copy()
+    for m in metrics:
+        low = summary.get(f"{m}_low", pd.Series(math.nan, index=summary.index))
+        high = summary.get(f"{m}_high", pd.Series(math.nan, index=summary.index))
+        out[m] = [format_interval(v, lo, hi, digits) for v, lo, hi in zip(summary[m], low, high)]
+    if "n" in summary:
+        out["n"] = summary["n"]
+    return out.reset_index(drop=True)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A small DataFrame as a Markdown pipe table (cells as ``str``), for generated prose."""
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
