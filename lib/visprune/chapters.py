@@ -64,11 +64,39 @@ def budgets_for(evaluator: Evaluator, paper_budgets: Sequence[int] = PAPER_BUDGE
     return out
 
 
+def model_card_targets(model_dir) -> dict | None:
+    """The quality targets recorded in a toy model's ``card.json`` (``python -m visprune.toymodel
+    card``): ``{target: {"value": ..., "met": bool}}``, or None when the checkpoint has no card."""
+    import json
+    from pathlib import Path
+
+    card = Path(model_dir) / "card.json"
+    if not card.is_file():
+        return None
+    return json.loads(card.read_text()).get("targets")
+
+
 def profile_note(evaluator: Evaluator) -> str:
-    """One Markdown sentence saying what the chapter ran on (shown under the parameters)."""
+    """Markdown saying what the chapter ran on (shown under the parameters).
+
+    On the toy profile it also says whether the model meets the quality targets its model card
+    measured; when it misses any, the note lists them, so a reader knows how far the chapter's
+    numbers can be trusted.
+    """
     p = evaluator.profile
     n = n_visual_tokens(evaluator)
-    if p.name == "toy":
-        return (f"**Toy-world run.** Model `{p.model.name}` ({n} visual tokens per image) on the "
-                "synthetic toy world; these are toy-world numbers, not the papers'.")
-    return f"Run on profile `{p.name}` with the checkpoint `{p.model}` ({n} visual tokens per image)."
+    if p.name != "toy":
+        return f"Run on profile `{p.name}` with the checkpoint `{p.model}` ({n} visual tokens per image)."
+    note = (f"**Toy-world run.** Model `{p.model.name}` ({n} visual tokens per image) on the "
+            "synthetic toy world; these are toy-world numbers, not the papers'.")
+    targets = model_card_targets(p.model)
+    if targets is None:
+        return note + " The model has no model card, so its quality is unmeasured."
+    missed = {name: t for name, t in targets.items() if not t.get("met")}
+    if not missed:
+        return note + f" The model meets all {len(targets)} quality targets of its model card."
+    listed = "; ".join(f"{name} (measured {t.get('value'):.3g})" if isinstance(t.get("value"), (int, float))
+                       else name for name, t in missed.items())
+    return (note + f"\n\n```{{warning}}\nThis toy model misses {len(missed)} of the {len(targets)} quality "
+            f"targets of its model card: {listed}. Read this chapter's numbers as a demonstration of the "
+            "method on an under-trained model, not as evidence for or against the papers' claims.\n```")
