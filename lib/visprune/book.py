@@ -225,7 +225,12 @@ def stage_static_files(root: Path) -> None:
 
 
 def render(root: Path) -> Path:
-    """Render the staging book with Jupyter Book into ``_build/html``; returns that path."""
+    """Render the staging book with Jupyter Book into ``_build/html``; returns that path.
+
+    The configuration and the non-notebook pages are copied into the staging book first, so it
+    always renders the current ones beside the executed chapters.
+    """
+    stage_static_files(root)
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     command = [str(jupyter_book) if jupyter_book.exists() else "jupyter-book"]
     command += ["build", str(root / STAGING), "--path-output", str(root), "--all"]

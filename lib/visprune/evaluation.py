@@ -595,7 +595,7 @@ class Evaluator:
 
         # vision tower + selection + image statistics, once per image, in batches of images
         per_image: dict[str, dict] = {}
-        visions, selections = [], []
+        visions, selections, kept_erank = [], [], []
         for start in range(0, len(ok_ids), self.batch_size):
             batch_ids = ok_ids[start : start + self.batch_size]
             vision = llava.encode_images([images[i] for i in batch_ids])
@@ -618,6 +618,12 @@ class Evaluator:
 
                 ada = {k: v for k, v in params.items() if k in ("c", "tau_max", "erank_ref", "image_erank")}
                 tau = adaptive_threshold(features, **ada).cpu()
+            if selection.method == "none":
+                kept_erank.append(erank_image.cpu())  # all tokens kept: the image's own erank
+            elif selection.keep is not None:
+                kept_erank.append(erank_batch(vision.kept_features(selection.keep).float()).cpu())
+            else:
+                kept_erank.append(None)
             erank_image = erank_image.cpu()
             for row, image_id in enumerate(batch_ids):
                 per_image[image_id] = {
@@ -670,11 +676,10 @@ class Evaluator:
                             "correct": bool(pred == batch_samples[j].label),
                             "answer_mass": float(out.answer_mass[j]),
                         })
-                feats = vision.features.float()
-                kept = feats[torch.as_tensor(image_index, device=feats.device)]  # (P, N, d)
-                keep_dev = keep.to(feats.device)
-                kept = torch.gather(kept, 1, keep_dev.unsqueeze(-1).expand(-1, -1, kept.shape[-1]))
-                erank_kept = erank_batch(kept).cpu()
+                if selection.keep is not None:  # chosen per image: one erank per image, shared
+                    erank_kept = kept_erank[b][torch.as_tensor(image_index)]
+                else:  # FastV chooses per prompt
+                    erank_kept = erank_batch(vision.kept_features(keep.to(vision.features.device), image_index).float()).cpu()
                 for j, i in enumerate(rows):
                     records[i]["tokens_kept"] = int(keep.shape[1])
                     records[i]["erank_kept"] = float(erank_kept[j])
