@@ -243,3 +243,8 @@ def test_paper_budgets_invert_the_mapping():
     assert diversity.paper_budgets(records, {64: 16, 128: 32}, n_tokens=144).tolist() == [64, 128, 576]
     with pytest.raises(ValueError, match="k_of"):
         diversity.paper_budgets(pd.DataFrame({"k": [20]}), {64: 16}, n_tokens=144)
+
+
+def test_count_sides_by_hand():
+    table = pd.DataFrame({"low": [0.1, -0.3, -0.1, -0.2], "high": [0.2, -0.1, 0.1, 0.0]})
+    assert diversity.count_sides(table) == {"above": 1, "below": 1, "unclear": 2}  # high = 0 touches 0

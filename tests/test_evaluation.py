@@ -206,7 +206,8 @@ def _cli(assets, results, *extra):
             str(assets / "world"), "--results", str(results), "--no-progress", *extra]
 
 
-def test_kill_and_resume_equals_uninterrupted(assets, tmp_path):
+@pytest.mark.parametrize("kill_after", [1, 3])
+def test_kill_and_resume_equals_uninterrupted(assets, tmp_path, kill_after):
     args = ["--dataset", "pope-random", "--method", "scope", "--k", "4", "--n-samples", "36", "--chunk-size", "6",
             "--batch-size", "2"]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "lib")}
@@ -214,12 +215,12 @@ def test_kill_and_resume_equals_uninterrupted(assets, tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     folder = tmp_path / "killed" / "pope-random"
-    while time.time() < deadline and not list(folder.glob("*/chunk-*.jsonl")):
+    while time.time() < deadline and len(list(folder.glob("*/chunk-*.jsonl"))) < kill_after:
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     written = list(folder.glob("*/chunk-*.jsonl"))
-    assert 1 <= len(written) < 6, "the run should have been killed part-way (6 chunks in all)"
+    assert kill_after <= len(written) < 6, "the run should have been killed part-way (6 chunks in all)"
     assert not list(folder.glob("*/done.json"))
 
     profile = _profile(assets, tmp_path / "killed")
@@ -228,6 +229,16 @@ def test_kill_and_resume_equals_uninterrupted(assets, tmp_path):
     fresh = Evaluator(_profile(assets, tmp_path / "fresh"), progress=False, batch_size=2).run(config)
     pd.testing.assert_frame_equal(resumed, fresh)
     assert resumed["sample_id"].is_unique and len(resumed) == 36
+
+
+def test_cli_grid_measures_erank_ref_for_adaptive(assets, tmp_path, capsys):
+    from visprune.__main__ import main
+
+    code = main(["grid", "--model", str(assets / "model"), "--world", str(assets / "world"), "--results",
+                 str(tmp_path), "--no-progress", "--datasets", "pope-random", "--methods", "saliency", "adaptive",
+                 "--budgets", "4", "--n-samples", "6"])
+    out = capsys.readouterr().out
+    assert code == 0 and "adaptive-k4-erank_ref" in out and "saliency-k4" in out
 
 
 def test_cli_prints_metrics_and_rejects_bad_input(assets, tmp_path):

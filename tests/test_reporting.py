@@ -248,6 +248,9 @@ def test_add_budget_and_labels():
     assert reporting.method_label("scope", {"alpha": 0.5, "gap_power": 1.0}) == "SCOPE α=0.5"
     assert reporting.method_label("fastv", {"layer": 3}) == "FastV (layer 3)"
     assert reporting.format_interval(0.5, float("nan"), float("nan")) == "0.500"
+    answers = [["yes", "no"], list("ABCDE"), list("ABC")]
+    table = pd.DataFrame({"status": ["ok", "ok", "failed"], "answers": answers})
+    assert reporting.chance_accuracy(table) == pytest.approx((1 / 2 + 1 / 5) / 2)
 
 
 def test_format_summary_and_markdown_table():

@@ -86,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
                         mine = {} if method == "none" else _params_for(method, params)
                         configs.append(RunConfig(dataset, method, k, mine, args.n_samples, args.max_new_tokens,
                                                  chunk_size=args.chunk_size))
-        for config in configs:
-            evaluator.validate(config)
+        for config in configs:  # all checked before any model is loaded; erank_ref is measured below
+            needs_ref = config.method == "adaptive" and "erank_ref" not in config.params
+            evaluator.validate(replace(config, params={**config.params, "erank_ref": 1.0}) if needs_ref else config)
         if any(c.method == "adaptive" and "erank_ref" not in c.params for c in configs):
             ref = evaluator.reference_erank()
             configs = [replace(c, params={**c.params, "erank_ref": ref})

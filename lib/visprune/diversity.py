@@ -60,6 +60,7 @@ __all__ = [
     "plot_paired",
     "describe_diff",
     "verdict",
+    "count_sides",
 ]
 
 #: Per-image columns carried by every record (the same for every question about an image).
@@ -504,3 +505,11 @@ def verdict(row: Any, higher_is_better: bool = True) -> str:
     if high < 0:
         return "worse" if higher_is_better else "better"
     return "no clear difference"
+
+
+def count_sides(table: pd.DataFrame) -> dict[str, int]:
+    """How many paired intervals lie above 0, below 0, or include it: ``{"above", "below", "unclear"}``."""
+    _require_columns(table, ["low", "high"], "table")
+    above = int((table["low"] > 0).sum())
+    below = int((table["high"] < 0).sum())
+    return {"above": above, "below": below, "unclear": int(len(table) - above - below)}

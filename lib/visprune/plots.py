@@ -118,7 +118,8 @@ def reliability_diagrams(panels: Mapping[str, tuple], n_bins: int = 15, *, title
     """Reliability diagrams, one column per entry of ``panels`` = ``{label: (probs, labels)}``.
 
     Top row: per non-empty bin (``metrics.reliability_table``), a bar up to the bin's accuracy
-    at the bin's position, a red bar for the gap between accuracy and mean confidence, and the
+    at the bin's position, a red hatched bar from the accuracy to the mean confidence (above the
+    bar: over-confident, inside it: under-confident), and the
     diagonal of perfect calibration; the panel's ECE and sample count are written in it. Bottom
     row: the number of samples per bin (where the confidence mass sits).
     """
@@ -136,7 +137,7 @@ def reliability_diagrams(panels: Mapping[str, tuple], n_bins: int = 15, *, title
         top.bar(centre, used["accuracy"], width=width, color=color_for(label, j), alpha=0.85,
                 edgecolor="white", label="accuracy", gid="accuracy")
         top.bar(centre, used["confidence"] - used["accuracy"], bottom=used["accuracy"], width=width,
-                color="#d62728", alpha=0.3, edgecolor="#d62728", hatch="//", label="gap to confidence", gid="gap")
+                facecolor="none", edgecolor="#d62728", lw=0.8, hatch="///", label="gap to confidence", gid="gap")
         ece = metrics.ece(probs, labels, n_bins=n_bins)
         top.text(0.03, 0.97, f"ECE = {ece:.3f}\nn = {len(labels)}", transform=top.transAxes, va="top", fontsize=9,
                  bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8})

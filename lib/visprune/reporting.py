@@ -9,7 +9,8 @@ for a whole grid of runs. This module turns such a table into what a chapter sho
   samples, with its paired bootstrap interval (:func:`compare_runs`: several at once);
 - :func:`answer_arrays`: the ``(probs, labels)`` arrays of a set of records (what
   :mod:`visprune.metrics` and :mod:`visprune.plots` take);
-- :func:`add_budget`, :func:`method_label`: the papers' token budgets and readable method names;
+- :func:`add_budget`, :func:`method_label`, :func:`chance_accuracy`: the papers' token budgets,
+  readable method names, and the accuracy of guessing;
 - :func:`format_interval`, :func:`format_difference`, :func:`direction`, :func:`format_summary`,
   :func:`markdown_table`: small formatting helpers for tables and prose.
 
@@ -32,7 +33,7 @@ checks that they do.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,7 @@ __all__ = [
     "paired_difference",
     "compare_runs",
     "add_budget",
+    "chance_accuracy",
     "method_label",
     "format_interval",
     "format_difference",
@@ -462,6 +464,21 @@ def add_budget(summary: pd.DataFrame, k_of: Mapping[int, int], full: int = 576) 
     out["budget"] = [float(full) if m == "none" else float(paper_of.get(int(k), math.nan)) if pd.notna(k) else math.nan
                      for m, k in zip(out["method"], out["k"])]
     return out
+
+
+def chance_accuracy(records: pd.DataFrame) -> float:
+    """Expected accuracy of guessing uniformly among each scored sample's answers:
+    ``mean_i 1 / |answers_i|`` (0.5 on POPE; between 0.2 and 0.5 on ScienceQA).
+
+    >>> chance_accuracy(pd.DataFrame({"status": ["ok", "ok"], "answers": [["A", "B"], ["A", "B", "C", "D"]]}))
+    0.375
+    """
+    if not isinstance(records, pd.DataFrame) or not {"status", "answers"} <= set(records.columns):
+        raise ValueError("records: expected per-sample records with 'status' and 'answers' columns")
+    ok = records[records["status"] == "ok"]
+    if ok.empty:
+        raise ValueError("records: no sample was scored (status 'ok')")
+    return float(np.mean([1.0 / len(a) for a in ok["answers"]]))
 
 
 def _number(x: Any) -> str:
