@@ -207,7 +207,7 @@ def test_conversation_encoding_marks_answer_tokens(small_run):
     image_id = tokenizer.convert_tokens_to_ids("<image>")
     encoder = train.ConversationEncoder(tokenizer, image_id, num_patches=16)
     conv = corpus.Conversation(0, [("Is there a cup in the image?", "Yes"), ("How many cups?", "A two cups answer")], "qa")
-    ids, weights = encoder.encode(conv)
+    ids, weights, probes = encoder.encode(conv)
     assert ids.count(image_id) == 16
     assert ids[0] == tokenizer.bos_token_id
     n_answer_tokens = sum(len(tokenizer(" " + a, add_special_tokens=False)["input_ids"]) + 1 for _, a in conv.turns)
@@ -216,6 +216,25 @@ def test_conversation_encoding_marks_answer_tokens(small_run):
     assert text.count("</s>") == 2 and "</s>USER: How many cups? ASSISTANT: A two cups answer</s>" in text
     answer_ids = [t for t, w in zip(ids, weights) if w > 0]
     assert tokenizer.decode(answer_ids) == " Yes</s> A two cups answer</s>"
+
+
+def test_probe_positions_point_at_the_object_word_and_each_option(small_run):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(small_run[0], local_files_only=True)
+    encoder = train.ConversationEncoder(tokenizer, tokenizer.convert_tokens_to_ids("<image>"), num_patches=16)
+    pope_q = prompts.pope_question("Is there a traffic cone in the image?")
+    sqa_q = prompts.scienceqa_question("Which object is closest to the top?", ["cup", "traffic cone"], "")
+    conv = corpus.Conversation(0, [(pope_q, corpus.NO), (sqa_q, "B"), (pope_q, corpus.YES)], "qa")
+    ids, _, probes = encoder.encode(conv)
+    # Decoding the ids up to each probe position must end exactly where the probe reads.
+    ends = [tokenizer.decode(ids[: pos + 1]) for pos, _, _ in probes]
+    assert [(label, kind) for _, label, kind in probes] == [(0.0, 0), (0.0, 1), (1.0, 1), (1.0, 0)]
+    assert ends[0].endswith("Is there a traffic cone") and "USER:" not in ends[0].split("<image>")[-1]
+    assert ends[1].endswith("A. cup") and ends[2].endswith("B. traffic cone")
+    assert ends[3].endswith("</s>USER: Is there a traffic cone")
+    # A question of neither kind has no probes.
+    assert encoder.probe_positions(prompts.CAPTION_PROMPT, "A cup.", first=True) == []
 
 
 def test_bad_arguments_raise_clear_errors(tmp_path):

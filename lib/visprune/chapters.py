@@ -98,5 +98,6 @@ def profile_note(evaluator: Evaluator) -> str:
     listed = "; ".join(f"{name} (measured {t.get('value'):.3g})" if isinstance(t.get("value"), (int, float))
                        else name for name, t in missed.items())
     return (note + f"\n\n```{{warning}}\nThis toy model misses {len(missed)} of the {len(targets)} quality "
-            f"targets of its model card: {listed}. Read this chapter's numbers as a demonstration of the "
-            "method on an under-trained model, not as evidence for or against the papers' claims.\n```")
+            f"targets of its model card: {listed}. Read this chapter's numbers that rest on those abilities as a "
+            "demonstration of the method on an under-trained model, not as evidence for or against the papers' "
+            "claims.\n```")

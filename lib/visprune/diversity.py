@@ -426,22 +426,27 @@ def correlation_table(images: pd.DataFrame, pairs: Sequence[tuple[str, str]], n_
 
 def plot_by_budget(ax, table: pd.DataFrame, metric: str, x: str = "budget", hue: str = "method",
                    reference: float | None = None, reference_label: str = "unpruned",
-                   title: str | None = None, ylabel: str | None = None) -> None:
+                   title: str | None = None, ylabel: str | None = None, dodge: float = 0.012) -> None:
     """One line per ``hue`` value of ``metric`` against ``x``, with ``{metric}_low/_high`` as error bars.
 
+    Series are shifted sideways by ``dodge`` times the x range each, so their error bars stay apart.
     ``reference`` draws a dashed horizontal line (for example the unpruned model's value).
     """
     _require_columns(table, [x, hue, metric], "table")
     has_ci = f"{metric}_low" in table.columns and f"{metric}_high" in table.columns
+    names = list(dict.fromkeys(table[hue]))
+    xs = np.sort(table[x].unique()).astype(float)
+    step = dodge * (xs[-1] - xs[0] if len(xs) > 1 else 1.0)  # shift each series a little so bars do not overlap
     for name, group in table.groupby(hue, sort=False):
         group = group.sort_values(x)
+        offset = (names.index(name) - (len(names) - 1) / 2) * step
         y = group[metric].to_numpy(dtype=float)
         err = None
         if has_ci:
             err = np.vstack([y - group[f"{metric}_low"].to_numpy(dtype=float),
                              group[f"{metric}_high"].to_numpy(dtype=float) - y]).clip(min=0)
-        ax.errorbar(group[x], y, yerr=err, marker="o", ms=4, capsize=3, lw=1.5, label=str(name),
-                    color=METHOD_COLORS.get(str(name)))
+        ax.errorbar(group[x].to_numpy(dtype=float) + offset, y, yerr=err, marker="o", ms=4, capsize=3, lw=1.5,
+                    label=str(name), color=METHOD_COLORS.get(str(name)))
     if reference is not None:
         ax.axhline(reference, ls="--", color=METHOD_COLORS["none"], lw=1, label=reference_label)
     ax.set_xticks(sorted(table[x].unique()))
