@@ -333,7 +333,8 @@ def render_card(model_dir: str | Path, result: dict, command: str) -> str:
         "LLaVA's recipe in miniature, by `python -m visprune.toymodel train` (`visprune/toymodel/train.py`), seeded:",
         "",
         "1. *The vision tower learns to see* (standing in for CLIP pretraining): from scratch, on the train",
-        "   images, multi-label classification of the categories present from the CLS token (last layer, and",
+        "   images plus extra scenes rendered by the toy world's generator with another seed (CLIP's data",
+        "   is not LLaVA's), multi-label classification of the categories present from the CLS token (last layer, and",
         "   the feature layer with half weight), plus per-patch targets at the feature layer (which object",
         "   covers the patch, its colour, whether a box centre lies in it). Horizontal flips. The heads are",
         "   discarded; the CLS token's attention is thereby a saliency signal.",
@@ -344,6 +345,19 @@ def render_card(model_dir: str | Path, result: dict, command: str) -> str:
         "   ScienceQA-format problems from the toy world's problem generator on train images (answer = letter);",
         "   yes/no and multiple-choice questions about one image form one multi-turn conversation, as in",
         "   LLaVA's instruction data. New questions every epoch.",
+    ]
+    schedule = (training or {}).get("schedule", {})
+    if schedule.get("probe_weight", 0) > 0:
+        lines += [
+            "   A training aid, discarded afterwards like the vision heads: two linear probes on the hidden",
+            f"   states after decoder layer {schedule.get('probe_layer')} (loss weight {schedule['probe_weight']}), "
+            "trained with the model, one at",
+            "   the last token of a yes/no question's object name (is the object in the image?), one at the end",
+            "   of each option line of a multiple-choice problem (is it the right option?). They teach the",
+            "   first of the two attention hops an answer needs (object word -> image patches); the model",
+            "   answers with its own next-token distribution only.",
+        ]
+    lines += [
         "",
     ]
     if training is not None:
@@ -431,6 +445,9 @@ def write_card(model_dir: str | Path, world: str | Path, n_captions: int = 100, 
     model_dir = Path(model_dir)
     result = measure(model_dir, world, n_captions=n_captions, n_questions=n_questions, threads=threads, log=log)
     command = f"python -m visprune.toymodel card --model {model_dir} --world {world}"
+    if n_questions is not None:
+        command += f" --questions {n_questions}"
+    command += f" --captions {n_captions}"
     for _ in range(2):  # the second pass counts the card itself in the shipped size
         (model_dir / "README.md").write_text(render_card(model_dir, result, command))
         (model_dir / "card.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
