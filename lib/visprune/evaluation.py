@@ -98,9 +98,10 @@ class RunConfig:
         return d
 
     def label(self) -> str:
-        """A short readable name, e.g. ``scope-k16-alpha0.5``."""
+        """A short readable name, e.g. ``scope-k16-alpha0.5`` (floats to 4 significant digits; the
+        cache folder adds the configuration's full fingerprint, so rounding never merges runs)."""
         parts = [self.method] + ([f"k{self.k}"] if self.k is not None else [])
-        parts += [f"{k}{v}" for k, v in sorted(self.params.items())]
+        parts += [f"{k}{v:.4g}" if isinstance(v, float) else f"{k}{v}" for k, v in sorted(self.params.items())]
         return "-".join(str(p) for p in parts).replace("/", "_")
 
 

@@ -62,11 +62,11 @@ from visprune.toymodel import build, corpus
 class Schedule:
     """Training lengths and rates. ``FULL_SCHEDULE`` trains the shipped model."""
 
-    vision_epochs: int = 6
+    vision_epochs: int = 7
     vision_batch: int = 32
     vision_lr: float = 1e-3
     pretrain_images: int = 8000  # extra scenes rendered for vision pretraining (world seed + 1)
-    lm_epochs: int = 6
+    lm_epochs: int = 8
     lm_batch: int = 16
     lm_lr: float = 1e-3
     warmup_steps: int = 100
