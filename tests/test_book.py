@@ -51,6 +51,8 @@ def test_execute_injects_parameters_and_hides_cells(tmp_path):
     assert "result 30 toy" in printed
     hidden = [c for c in out.cells if "remove-cell" in c.metadata.get("tags", [])]
     assert {t for c in hidden for t in c.metadata["tags"]} >= {"parameters", "injected-parameters"}
+    body = [c for c in out.cells if c.cell_type == "code" and "remove-cell" not in c.metadata.get("tags", [])]
+    assert body and all("hide-input" in c.metadata["tags"] for c in body)  # code folded, outputs shown
     table = [c for c in out.cells if "parameters-table" in c.metadata.get("tags", [])]
     assert len(table) == 1 and "`alpha` | `3`" in table[0].source and "`name` | `'toy'`" in table[0].source
     # unchanged notebook + parameters: not executed again

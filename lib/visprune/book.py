@@ -150,17 +150,25 @@ def _parameters_table(parameters: dict[str, Any]) -> str:
 
 
 def present_parameters(executed: Path, parameters: dict[str, Any]) -> None:
-    """Hide the parameters cells of an executed notebook and insert a parameters table."""
+    """Hide the parameters cells of an executed notebook and insert a parameters table.
+
+    Every other code cell gets Jupyter Book's ``hide-input`` tag (its code folds behind a
+    "Show code cell source" toggle, its outputs stay visible), unless the chapter tags it
+    ``show-input`` or already chose how to show it.
+    """
     import nbformat
 
     nb = nbformat.read(executed, as_version=4)
     insert_at = None
+    chosen = {"remove-cell", "remove-input", "hide-input", "hide-cell", "show-input"}
     for index, cell in enumerate(nb.cells):
         tags = cell.metadata.setdefault("tags", [])
         if "parameters" in tags or "injected-parameters" in tags:
             if "remove-cell" not in tags:
                 tags.append("remove-cell")
             insert_at = index + 1
+        elif cell.cell_type == "code" and not chosen & set(tags):
+            tags.append("hide-input")
     if insert_at is not None:
         table = nbformat.v4.new_markdown_cell(_parameters_table(parameters))
         table.metadata["tags"] = ["parameters-table"]
