@@ -23,7 +23,6 @@ rendering and one ``total``: device, step, wall_s, cpu_s, load_avg_start, load_a
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import resource
 import shutil
@@ -32,6 +31,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from visprune.performance import write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,14 +99,7 @@ def main(argv=None) -> int:
     print(f"{'total':>28}: {total['wall_s'] / 60:7.1f} min wall, {total['cpu_s'] / 60:7.1f} min CPU "
           f"({'within' if total['wall_s'] <= 20 * 60 else 'ABOVE'} the 20-minute target)")
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    print(f"wrote {out}")
+    print(f"wrote {write_csv(rows, args.out)}")
     return 0
 
 

@@ -47,7 +47,6 @@ repeats, torch_threads, clock, load_avg (1-minute load average when the path sta
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import os
@@ -313,15 +312,9 @@ def main(argv=None) -> int:
         verdict = "meets" if r["ratio_to_bare"] >= 0.9 else "MISSES"
         print(f"{variant}: {100 * r['ratio_to_bare']:.0f}% of the bare forward's throughput ({verdict} the 90% target)")
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fields = list(rows[0])
-    with out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({key: (f"{v:.6g}" if isinstance(v, float) else v) for key, v in r.items()})
-    print(f"wrote {out}")
+    from visprune.performance import write_csv  # here, so the timed worker processes do not load matplotlib
+
+    print(f"wrote {write_csv(rows, args.out)}")
     return 0
 
 

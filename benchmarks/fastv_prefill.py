@@ -54,13 +54,14 @@ batch), repeats, torch_threads, clock, load_avg.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import sys
 from pathlib import Path
 
 import torch
+
+from visprune.performance import write_csv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prefill_and_selectors import (  # noqa: E402  (the shared shapes, formula and timer)
@@ -254,16 +255,9 @@ def main(argv=None) -> int:
     print(f"\nlargest time / FLOPs ratio: {factor:.2f} ({worst['method']}, K = {worst['k']}, batch {worst['batch']}; "
           f"{'within' if factor <= 1.3 else 'ABOVE'} the 1.3x target)")
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     fields = ["device", "method", "k", "fastv_layer", "batch", "seq_len", "median_ms", "flops_ratio", "time_ratio",
               "repeats", "torch_threads", "clock", "load_avg"]
-    with out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({key: (f"{v:.6g}" if isinstance(v, float) else v) for key, v in r.items()})
-    print(f"wrote {out}")
+    print(f"wrote {write_csv(rows, args.out, fields)}")
     return 0
 
 

@@ -41,7 +41,6 @@ load average when the run started; on a shared machine a high value means noisy 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import sys
@@ -51,6 +50,7 @@ from pathlib import Path
 import torch
 
 from visprune.image_stats import erank_batch
+from visprune.performance import write_csv
 from visprune.pruning import select
 
 N_VISUAL = 576  # LLaVA-1.5: 24 x 24 patches at 336 px
@@ -259,16 +259,9 @@ def main(argv=None) -> int:
     verdict = "within" if scope_192["time_ratio"] <= 0.02 else "ABOVE"
     print(f"\nSCOPE at K = 192: {100 * scope_192['time_ratio']:.2f}% of an unpruned prefill ({verdict} the 2% target)")
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     fields = ["device", "section", "name", "k", "seq_len", "median_ms", "flops_ratio", "time_ratio",
               "repeats", "torch_threads", "clock", "load_avg"]
-    with out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({key: (f"{v:.6g}" if isinstance(v, float) else v) for key, v in r.items()})
-    print(f"wrote {out}")
+    print(f"wrote {write_csv(rows, args.out, fields)}")
     return 0
 
 

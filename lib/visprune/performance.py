@@ -87,6 +87,26 @@ def load_results(folder: str | Path | None = None, required: tuple[str, ...] = R
     return out
 
 
+def write_csv(rows: list[Mapping[str, Any]], out: str | Path, fields: list[str] | None = None) -> Path:
+    """Write a benchmark's rows as the CSV that :func:`load_results` reads.
+
+    Columns are ``fields`` (default: the first row's keys, in order); floats are written with 6
+    significant digits. Creates the parent folder; returns the path.
+    """
+    import csv
+
+    if not rows:
+        raise ValueError(f"rows: nothing to write to {out}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields or list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: (f"{v:.6g}" if isinstance(v, float) else v) for key, v in row.items()})
+    return out
+
+
 def _need(results: Mapping[str, pd.DataFrame], name: str) -> pd.DataFrame:
     if name not in results:
         file, command = BENCHMARKS[name]
