@@ -28,9 +28,11 @@
    whether that object is in the image; the other reads the last token of each option line of
    a multiple-choice problem and predicts whether it is the right option. Without them the
    answer's loss must discover two attention hops at once (answer -> object word -> image
-   patches); an earlier recipe without probes (and with a weaker vision tower) stayed at
-   chance on POPE for 1,050 steps. The probes train the first hop directly. At test time the
-   model answers with its own next-token distribution only.
+   patches). Measured with the shipped vision tower and schedule, probes off (the same seed and
+   data): validation POPE stayed at 50% on all three splits for all 8 epochs (1,400 steps),
+   while with them it left 50% at epoch 3 and reached 90/93/86%. Validation ScienceQA ended at
+   45% either way, so the option probe has not been shown to help. The probes train the first
+   hop directly. At test time the model answers with its own next-token distribution only.
 
    After every epoch the validation split's POPE files and ScienceQA problems are scored with
    the first-token rule of DESIGN.md section 5.
