@@ -299,3 +299,15 @@ def test_command_line_pope_and_synonyms(tmp_path, capsys):
     out = tmp_path / "toy_synonyms.txt"
     assert main(["synonyms", "--out", str(out)]) == 0
     assert out.read_text() == toy_synonyms_text()
+
+
+def test_pope_object_span_finds_the_name_of_every_template_question():
+    from visprune.data import pope
+    from visprune import prompts
+
+    for name in ("umbrella", "traffic cone", "cup"):
+        for text in (pope.question_text(name), prompts.pope_question(pope.question_text(name))):
+            start, end = pope.object_span(text)
+            assert text[start:end] == name
+    assert pope.object_span("How many cups are in the picture?") is None
+    assert pope.object_span(prompts.CAPTION_PROMPT) is None

@@ -57,12 +57,22 @@ POPE_WHERE = (
     "output/coco; toy-world files are written by `python -m visprune.data toyworld` "
     "(data/toyworld/pope/)."
 )
-_QUESTION_RE = re.compile(r"^Is there (?:a|an) (.+?) in the image\?$")
+# POPE's question at the start of a text; group 1 is the object's name (built from TEMPLATE).
+_QUESTION_START = re.compile(
+    "^" + re.escape(TEMPLATE).replace(re.escape("{article}"), "(?:a|an)").replace(re.escape("{name}"), "(.+?)")
+)
 
 
 def question_text(name: str) -> str:
     """POPE's question for category ``name``: "Is there a/an {name} in the image?"."""
     return TEMPLATE.format(article="an" if name[:1].lower() in "aeiou" else "a", name=name)
+
+
+def object_span(text: str) -> tuple[int, int] | None:
+    """Where the object's name is in ``text`` if it starts with POPE's question (``question_text``,
+    possibly followed by more, such as LLaVA's answer cue); None otherwise."""
+    match = _QUESTION_START.match(text)
+    return match.span(1) if match else None
 
 
 def _as_index(instances) -> CocoIndex:
@@ -206,10 +216,11 @@ def read_pope(
         if sample_id in seen:
             raise ValueError(f"{where}: question_id {qid!r} appears twice")
         seen.add(sample_id)
-        match = _QUESTION_RE.match(text.strip())
+        question = text.strip()
+        span = object_span(question) if question.endswith(TEMPLATE.rsplit("}", 1)[1]) else None
         meta = {
             "dataset": "pope", "task": "pope", "split": split, "question_id": qid, "image": image,
-            "category": match.group(1) if match else None, "text": text,
+            "category": question[span[0] : span[1]] if span else None, "text": text,
         }
         if index is not None:
             image_id = index.image_id_of(image)
