@@ -309,5 +309,6 @@ def test_pope_object_span_finds_the_name_of_every_template_question():
         for text in (pope.question_text(name), prompts.pope_question(pope.question_text(name))):
             start, end = pope.object_span(text)
             assert text[start:end] == name
+    assert pope.object_span(prompts.pope_question(pope.question_text("cup")), whole=True) is None
     assert pope.object_span("How many cups are in the picture?") is None
     assert pope.object_span(prompts.CAPTION_PROMPT) is None

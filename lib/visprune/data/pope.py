@@ -68,10 +68,11 @@ def question_text(name: str) -> str:
     return TEMPLATE.format(article="an" if name[:1].lower() in "aeiou" else "a", name=name)
 
 
-def object_span(text: str) -> tuple[int, int] | None:
+def object_span(text: str, whole: bool = False) -> tuple[int, int] | None:
     """Where the object's name is in ``text`` if it starts with POPE's question (``question_text``,
-    possibly followed by more, such as LLaVA's answer cue); None otherwise."""
-    match = _QUESTION_START.match(text)
+    possibly followed by more, such as LLaVA's answer cue; with ``whole``, nothing may follow);
+    None otherwise."""
+    match = (_QUESTION_START.fullmatch if whole else _QUESTION_START.match)(text)
     return match.span(1) if match else None
 
 
@@ -217,7 +218,7 @@ def read_pope(
             raise ValueError(f"{where}: question_id {qid!r} appears twice")
         seen.add(sample_id)
         question = text.strip()
-        span = object_span(question) if question.endswith(TEMPLATE.rsplit("}", 1)[1]) else None
+        span = object_span(question, whole=True)
         meta = {
             "dataset": "pope", "task": "pope", "split": split, "question_id": qid, "image": image,
             "category": question[span[0] : span[1]] if span else None, "text": text,

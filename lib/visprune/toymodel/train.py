@@ -38,8 +38,9 @@
    epochs): a linear probe fitted afterwards on the shipped model's layer-2 states at the option
    ends picks the right option for 67% of the test problems (presence 90%, counting 75%, colour
    54%, position 43%), while the model answers 45%, so the answer's hop to the right option is
-   the larger loss. Supervising one head of the third decoder layer to attend from the answer position to the correct
-   option (and to a yes/no question's object word), plus a letter probe at each option and a
+   the larger loss. Supervising one head of the third decoder layer to attend from the answer
+   position to the correct option (and to a yes/no question's object word), plus a letter
+   probe at each option and a
    probe of count, colour and centre at every object a problem names, with 3 problems per image:
    validation POPE left 50% only at epoch 5 and ended 80/91/84%, ScienceQA 38.5%, worse than this
    recipe. Fine-tuning the shipped model with the attention supervision alone for 3 epochs left
