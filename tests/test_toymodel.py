@@ -218,6 +218,45 @@ def test_conversation_encoding_marks_answer_tokens(small_run):
     assert tokenizer.decode(answer_ids) == " Yes</s> A two cups answer</s>"
 
 
+def test_choice_weight_scales_only_multiple_choice_answer_tokens(small_run):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(small_run[0], local_files_only=True)
+    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    pope_q = prompts.pope_question("Is there a cup in the image?")
+    sqa_q = prompts.scienceqa_question("What color is the cup?", ["red", "blue"], "")
+    conv = corpus.Conversation(0, [(pope_q, corpus.YES), (sqa_q, "B")], "qa")
+    plain = train.ConversationEncoder(tokenizer, image_id, num_patches=16).encode(conv)
+    heavy = train.ConversationEncoder(tokenizer, image_id, num_patches=16, choice_weight=3.0).encode(conv)
+    assert heavy[0] == plain[0] and heavy[2] == plain[2]  # same ids, same probes
+    # " Yes</s>" keeps weight 1; " B</s>" (the second answer) gets 3 on each of its tokens
+    n_yes = len(tokenizer(" Yes", add_special_tokens=False)["input_ids"]) + 1
+    n_letter = len(tokenizer(" B", add_special_tokens=False)["input_ids"]) + 1
+    answer_weights = [w for w in heavy[1] if w > 0]
+    assert answer_weights == [1.0] * n_yes + [3.0] * n_letter
+    assert [w > 0 for w in heavy[1]] == [w > 0 for w in plain[1]]
+
+
+def test_caption_fraction_drops_caption_conversations_only(small_run):
+    _, world, _ = small_run
+    split = corpus.load_split(world, "train")
+    sampler = corpus.QuestionSampler(split)
+
+    def draw(**kw):
+        return corpus.epoch_conversations(split, sampler, np.random.default_rng(5), sqa_seed=1, yes_no_pairs=1,
+                                          sqa_per_image=1, **kw)
+
+    full, default = draw(caption_fraction=1.0), draw()
+    assert [(c.image, c.turns) for c in full] == [(c.image, c.turns) for c in default]  # 1.0 = the old stream
+    n_captioned = sum(1 for i in range(len(split)) if split.captions[i])
+    assert sum(c.kind == "caption" for c in full) == n_captioned
+    none = draw(caption_fraction=0.0)
+    assert all(c.kind == "qa" for c in none)
+    assert sorted(c.image for c in none) == sorted(c.image for c in full if c.kind == "qa")
+    with pytest.raises(ValueError, match="caption_fraction"):
+        draw(caption_fraction=1.5)
+
+
 def test_probe_positions_point_at_the_object_word_and_each_option(small_run):
     from transformers import AutoTokenizer
 

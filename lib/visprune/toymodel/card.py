@@ -339,7 +339,7 @@ def render_card(model_dir: str | Path, result: dict, command: str) -> str:
         "   covers the patch, its colour, whether a box centre lies in it). Horizontal flips. The heads are",
         "   discarded; the CLS token's attention is thereby a saliency signal.",
         "2. *Projector and language model learn from conversations* (vision tower frozen, as LLaVA freezes",
-        "   CLIP): next-token loss on the answers only, each answer weighted once, on captions",
+        "   CLIP): next-token loss on the answer tokens only, on captions",
         "   (\"Please describe this image in detail.\" -> a reference caption), POPE-style yes/no questions",
         "   built from the train split with POPE's three negative rules (answers \"Yes\"/\"No\"), and",
         "   ScienceQA-format problems from the toy world's problem generator on train images (answer = letter);",
@@ -347,6 +347,14 @@ def render_card(model_dir: str | Path, result: dict, command: str) -> str:
         "   LLaVA's instruction data. New questions every epoch.",
     ]
     schedule = (training or {}).get("schedule", {})
+    if schedule.get("choice_weight", 1.0) != 1.0 or schedule.get("caption_fraction", 1.0) < 1.0:
+        lines += [
+            f"   Each epoch, {_pct(schedule.get('caption_fraction', 1.0))}% of the images get a caption conversation, and "
+            f"each multiple-choice answer token weighs {schedule.get('choice_weight', 1.0):g}",
+            "   in the loss (every other answer token 1): the letter answers are two tokens among a caption's",
+            "   dozen, and with equal weights the model learned the step from the right option to its letter",
+            "   only partly (see `visprune/toymodel/train.py`).",
+        ]
     if schedule.get("probe_weight", 0) > 0:
         lines += [
             "   A training aid, discarded afterwards like the vision heads: two linear probes on the hidden",
@@ -367,7 +375,9 @@ def render_card(model_dir: str | Path, result: dict, command: str) -> str:
             f"Train split: {training['n_train_images']} images (vision pretraining: {training['n_pretrain_images']}); "
             f"vision {s['vision_epochs']} epochs (batch {s['vision_batch']}, lr {s['vision_lr']}); "
             f"language {s['lm_epochs']} epochs (batch {s['lm_batch']}, lr {s['lm_lr']}, "
-            f"{s['yes_no_pairs']} yes/no pairs and {s['sqa_per_image']} problems per image per epoch); "
+            f"{s['yes_no_pairs']} yes/no pairs and {s['sqa_per_image']} problems per image per epoch, "
+            f"captions for {_pct(s.get('caption_fraction', 1.0))}% of the images, "
+            f"multiple-choice answer weight {s.get('choice_weight', 1.0):g}); "
             f"seed {training['seed']}; {training['threads']} threads; torch {training['torch']}.",
             "",
             f"Training time: {t['total_s'] / 60:.1f} min wall clock (vision {t['vision_s'] / 60:.1f}, "

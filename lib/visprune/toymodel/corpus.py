@@ -247,12 +247,19 @@ def epoch_conversations(
     sqa_seed: int,
     yes_no_pairs: int,
     sqa_per_image: int,
+    caption_fraction: float = 1.0,
 ) -> list[Conversation]:
-    """One epoch of conversations: per image, one caption and one multi-turn Q&A conversation."""
+    """One epoch of conversations: per image, one caption and one multi-turn Q&A conversation.
+
+    With ``caption_fraction`` below 1, each image gets its caption conversation with that
+    probability (one draw per image; at 1 no draw is made, so the stream is unchanged).
+    """
+    if not 0.0 <= caption_fraction <= 1.0:
+        raise ValueError(f"caption_fraction must be in [0, 1], got {caption_fraction!r}")
     sqa = [scienceqa_turns(split, sqa_seed * 1000 + k) for k in range(sqa_per_image)]
     out: list[Conversation] = []
     for i in range(len(split)):
-        if split.captions[i]:
+        if split.captions[i] and (caption_fraction >= 1.0 or rng.random() < caption_fraction):
             caption = split.captions[i][int(rng.integers(len(split.captions[i])))]
             out.append(Conversation(i, [(prompts.CAPTION_PROMPT, caption)], "caption"))
         turns = sampler.questions(rng, i, yes_no_pairs)
