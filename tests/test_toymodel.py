@@ -246,10 +246,12 @@ def test_caption_fraction_drops_caption_conversations_only(small_run):
         return corpus.epoch_conversations(split, sampler, np.random.default_rng(5), sqa_seed=1, yes_no_pairs=1,
                                           sqa_per_image=1, **kw)
 
-    full, default = draw(caption_fraction=1.0), draw()
-    assert [(c.image, c.turns) for c in full] == [(c.image, c.turns) for c in default]  # 1.0 = the old stream
+    full = draw(caption_fraction=1.0)
     n_captioned = sum(1 for i in range(len(split)) if split.captions[i])
     assert sum(c.kind == "caption" for c in full) == n_captioned
+    half = draw(caption_fraction=0.5)
+    assert 0 < sum(c.kind == "caption" for c in half) < n_captioned
+    assert sum(c.kind == "qa" for c in half) == sum(c.kind == "qa" for c in full)
     none = draw(caption_fraction=0.0)
     assert all(c.kind == "qa" for c in none)
     assert sorted(c.image for c in none) == sorted(c.image for c in full if c.kind == "qa")
@@ -283,6 +285,10 @@ def test_bad_arguments_raise_clear_errors(tmp_path):
         build.train_tokenizer([], 500)
     with pytest.raises(ValueError, match="lm_batch"):
         train.Schedule(lm_batch=0)
+    with pytest.raises(ValueError, match="caption_fraction"):
+        train.Schedule(caption_fraction=1.2)
+    with pytest.raises(ValueError, match="choice_weight"):
+        train.Schedule(choice_weight=0.0)
     with pytest.raises(FileNotFoundError, match="model directory"):
         build.directory_size_bytes(tmp_path / "missing")
 

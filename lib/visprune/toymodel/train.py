@@ -32,7 +32,8 @@
    reached validation ScienceQA 41.5% after 6 epochs, weight 3 reached 49% after 6 and 70%
    after 10 (test 71.8% by the card's command), POPE unchanged (90/92/90% validation). The
    previous recipe (weight 1, 2 problems per image, a caption for every image, 8 epochs)
-   ended at 45% validation and 45.0% test.
+   ended at 45% validation and 45.0% test. The shipped model (this recipe, whole pipeline,
+   2 threads): validation 68.5%, test 72.2%.
 
    A training aid, discarded afterwards like the vision heads: two linear *probes* read the
    language model's hidden state after decoder layer 2 and are trained with it. One reads the
@@ -115,6 +116,10 @@ class Schedule:
         for name in ("vision_epochs", "lm_epochs", "pretrain_images", "yes_no_pairs", "sqa_per_image"):
             if getattr(self, name) < 0:
                 raise ValueError(f"schedule: {name} must not be negative")
+        if not 0.0 <= self.caption_fraction <= 1.0:
+            raise ValueError(f"schedule: caption_fraction must be in [0, 1], got {self.caption_fraction!r}")
+        if not self.choice_weight > 0:
+            raise ValueError(f"schedule: choice_weight must be positive, got {self.choice_weight!r}")
 
 
 FULL_SCHEDULE = Schedule()
