@@ -159,7 +159,7 @@ def test_idempotent_and_regenerates_on_change(tmp_path):
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="refusing to replace"):
+    with pytest.raises(ValueError, match="refusing to write into it"):
         generate_toyworld(precious, n_images=10)
     assert (precious / "notes.txt").read_text() == "keep me"
 
@@ -377,3 +377,195 @@ def test_chair_ground_truth_toy(world):
     samples = caption_samples(world.instances("test"), world.images("test"), n=5, seed=1)
     assert all(s.sample_id in truth for s in samples)
     assert all(s.meta["scene"] in SCENES for s in samples)
+
+
+# --------------------------------------------------------------------------- the user's files (issue 15)
+
+SMALL = dict(n_images=20, split_fractions=(0.5, 0.2, 0.3), pope_images=None)
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """Relative path -> SHA-256 of every file under ``root``."""
+    import hashlib
+
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+USER_FILES = {"notes.txt": b"my notes\n", "images/test/my_photo.png": b"not really a png", "pope/mine.json": b"{}\n"}
+
+
+def _add_user_files(root: Path) -> None:
+    for rel, data in USER_FILES.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+
+
+def _without_user_files(snapshot: dict[str, str]) -> dict[str, str]:
+    return {rel: h for rel, h in snapshot.items() if rel not in USER_FILES}
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory):
+    """Fresh generations to compare with, by (seed, n_images)."""
+    base = tmp_path_factory.mktemp("fresh")
+    out = {}
+    for seed, n in ((0, 20), (1, 20), (0, 30)):
+        root = base / f"s{seed}n{n}"
+        generate_toyworld(root, seed=seed, **{**SMALL, "n_images": n})
+        out[seed, n] = _snapshot(root)
+    return out
+
+
+def test_user_files_survive_force_and_parameter_changes(tmp_path, fresh):
+    root = tmp_path / "w"
+    generate_toyworld(root, seed=0, **SMALL)
+    _add_user_files(root)
+    for call in (dict(seed=0, force=True), dict(seed=1), dict(seed=0, n_images=30), dict(seed=0), dict(seed=0, force=True)):
+        params = {**SMALL, **call}
+        generate_toyworld(root, **params)
+        snap = _snapshot(root)
+        for rel, data in USER_FILES.items():
+            assert (root / rel).read_bytes() == data, (call, rel)
+        # the rest is exactly a fresh world of these parameters: the earlier world's extra images are gone
+        assert _without_user_files(snap) == fresh[params["seed"], params["n_images"]], call
+
+
+def test_missing_files_are_completed_byte_for_byte(tmp_path, fresh):
+    root = tmp_path / "w"
+    generate_toyworld(root, seed=0, **SMALL)
+    _add_user_files(root)
+    missing = ["images/val/toy_val_000000000011.png", "annotations/captions_test.json", "pope/toy_pope_popular.json"]
+    for rel in missing:
+        (root / rel).unlink()
+    untouched = root / "annotations" / "instances_train.json"
+    stamp = untouched.stat().st_mtime_ns, untouched.stat().st_ino
+    generate_toyworld(root, seed=0, **SMALL)
+    assert _without_user_files(_snapshot(root)) == fresh[0, 20]
+    assert (untouched.stat().st_mtime_ns, untouched.stat().st_ino) == stamp  # only the missing files were written
+    assert all((root / rel).read_bytes() == data for rel, data in USER_FILES.items())
+
+
+def test_damaged_files_are_repaired(tmp_path, fresh):
+    root = tmp_path / "w"
+    generate_toyworld(root, seed=0, **SMALL)
+    _add_user_files(root)
+    (root / "images" / "test" / "toy_test_000000000015.png").write_bytes(b"broken")
+    sqa = sorted((root / "scienceqa" / "test").glob("*/image.png"))[0]
+    sqa.write_bytes(b"")  # a hard link: its source under images/ is damaged with it
+    generate_toyworld(root, seed=0, **SMALL)
+    assert _without_user_files(_snapshot(root)) == fresh[0, 20]
+
+
+def test_missing_manifest_world_is_completed(tmp_path, fresh):
+    root = tmp_path / "w"
+    generate_toyworld(root, seed=0, **SMALL)
+    _add_user_files(root)
+    (root / "manifest.json").unlink()
+    (root / "images" / "train" / "toy_train_000000000003.png").unlink()
+    generate_toyworld(root, seed=0, **SMALL)
+    assert _without_user_files(_snapshot(root)) == fresh[0, 20]
+
+
+def test_a_different_file_the_manifest_does_not_list_stops_the_call(tmp_path):
+    root = tmp_path / "w"
+    generate_toyworld(root, seed=0, **SMALL)
+    # without a manifest nothing is known to be the generator's: a different file at its path is the user's
+    (root / "manifest.json").unlink()
+    mine = root / "annotations" / "instances_val.json"
+    mine.write_text('{"mine": true}')
+    before = _snapshot(root)
+    with pytest.raises(ValueError, match="refusing to overwrite.*instances_val.json"):
+        generate_toyworld(root, seed=0, **SMALL)
+    assert _snapshot(root) == before
+    # with a manifest: the new world's image 21 is not listed, and a user's file is there
+    other = tmp_path / "v"
+    generate_toyworld(other, seed=0, **SMALL)
+    (other / "images" / "test" / "toy_test_000000000030.png").write_bytes(b"the user's")
+    before = _snapshot(other)
+    with pytest.raises(ValueError, match="toy_test_000000000030.png"):
+        generate_toyworld(other, seed=0, **{**SMALL, "n_images": 30})
+    assert _snapshot(other) == before  # checked before anything was written
+
+
+def test_a_foreign_manifest_is_not_replaced(tmp_path):
+    root = tmp_path / "w"
+    root.mkdir()
+    (root / "manifest.json").write_text('{"mine": 1}')
+    (root / "images").mkdir()
+    with pytest.raises(ValueError, match="manifest.json is not a toy-world manifest"):
+        generate_toyworld(root, seed=0, **SMALL)
+    assert (root / "manifest.json").read_text() == '{"mine": 1}'
+
+
+def test_older_manifest_without_file_list_is_still_current(tmp_path):
+    root = tmp_path / "w"
+    generate_toyworld(root, seed=0, **SMALL)
+    manifest = _json(root / "manifest.json")
+    for key in ("files", "complete"):  # what manifests written before issue 15 lack
+        del manifest[key]
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    _add_user_files(root)
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+    assert generate_toyworld(root, seed=0, **SMALL)["content_sha256"] == manifest["content_sha256"]
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == before  # nothing written
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, OSError])
+def test_interrupted_or_failed_write_never_passes_as_complete(tmp_path, monkeypatch, fresh, error):
+    root = tmp_path / "w"
+    generate_toyworld(root, seed=0, **SMALL)
+    _add_user_files(root)
+    real = toyworld._write_file
+    calls = []
+
+    def failing(target, data, made, *args, **kwargs):
+        calls.append(target)
+        if len(calls) == 4:  # the manifest (marked incomplete) and two files are written, then this fails
+            if error is OSError:
+                import errno
+
+                real(target, data[: len(data) // 2], made)  # half written ...
+                raise OSError(errno.ENOSPC, "No space left on device")  # ... as a full disk would leave it
+            raise KeyboardInterrupt
+        return real(target, data, made, *args, **kwargs)
+
+    monkeypatch.setattr(toyworld, "_write_file", failing)
+    with pytest.raises(error):
+        generate_toyworld(root, seed=1, **SMALL)
+    monkeypatch.setattr(toyworld, "_write_file", real)
+    assert _json(root / "manifest.json")["complete"] is False
+    assert not [p for p in root.rglob(".*.tmp-*")]  # no temporary file is left behind
+    assert all((root / rel).read_bytes() == data for rel, data in USER_FILES.items())
+    generate_toyworld(root, seed=1, **SMALL)  # a rerun completes the world
+    assert _without_user_files(_snapshot(root)) == fresh[1, 20]
+
+
+def test_full_disk_message_names_the_file(tmp_path, monkeypatch):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(toyworld.os, "replace", full)
+    with pytest.raises(OSError, match=r"cannot write .*manifest.json \(No space left on device\)"):
+        generate_toyworld(tmp_path / "w", seed=0, **SMALL)
+    assert not [p for p in (tmp_path / "w").rglob("*") if p.is_file()]  # nothing partial
+
+
+def test_generate_toyworld_rejects_booleans_and_bad_numbers(tmp_path):
+    root = tmp_path / "w"
+    for kwargs, name in ((dict(n_images=True), "n_images"), (dict(seed=False), "seed"), (dict(pope_images=True), "pope_images"),
+                         (dict(sqa_text_only=False), "sqa_text_only"), (dict(sqa_text_only=float("nan")), "sqa_text_only"),
+                         (dict(split_fractions=(True, 0, 0)), "split_fractions"), (dict(split_fractions=(0.5, 0.5)), "split_fractions"),
+                         (dict(force="yes"), "force"), (dict(sqa_per_image=-1), "sqa_per_image")):
+        with pytest.raises(ValueError, match=name):
+            generate_toyworld(root, **{**SMALL, **kwargs})
+    assert not root.exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="out: .*file is a file"):
+        generate_toyworld(tmp_path / "file", **SMALL)

@@ -80,9 +80,9 @@ def test_vision_work_is_done_once_per_image(assets, tmp_path, monkeypatch):
     calls = []
     original = type(ev.llava).encode_images
 
-    def counting(self, images):
+    def counting(self, images, **kwargs):
         calls.append(len(images))
-        return original(self, images)
+        return original(self, images, **kwargs)
 
     monkeypatch.setattr(type(ev.llava), "encode_images", counting)
     table = ev.run(RunConfig("pope-adversarial", "saliency", 6, n_samples=30, chunk_size=12))
@@ -97,7 +97,7 @@ def test_cache_hit_does_not_load_the_model(assets, tmp_path):
     assert again._llava is None
     pd.testing.assert_frame_equal(first, second)
     stored = json.loads(next((tmp_path / "scienceqa").glob("*/config.json")).read_text())
-    assert stored["run_config"]["method"] == "random" and stored["config"]["params"] == {"seed": 1}
+    assert stored["run_config"]["method"] == "random" and stored["config"]["params"] == {"feature_space": "vision", "seed": 1}
 
 
 def test_different_configuration_different_cache(assets, tmp_path):
@@ -320,3 +320,217 @@ def test_cli_missing_files_name_the_path(assets, tmp_path, capsys, monkeypatch):
     code = main(["run", "--profile", "llava-1.5-7b", "--dataset", "pope-random"])
     err = capsys.readouterr().err
     assert code == 2 and "VISPRUNE_" in err
+
+
+# ------------------------------------------------------------------------------ run identity (issue 15)
+
+
+def _copy_model(assets, dest):
+    import shutil
+
+    shutil.copytree(assets / "model", dest)
+    return dest
+
+
+def test_weights_changed_in_place_are_another_model(assets, tmp_path):
+    """A same-size weight file with flipped bytes is not served the old model's records."""
+    model = _copy_model(assets, tmp_path / "model")
+    profile = resolve_profile("toy", model=model, world=assets / "world", results=tmp_path / "r")
+    config = RunConfig("pope-random", "saliency", 4, n_samples=12, chunk_size=6)
+    first = Evaluator(profile, progress=False).run(config)
+    weights = model / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    size = len(data)
+    for offset in range(size - 4000, size - 8, 4):  # the tail of the last tensor, as in place damage
+        data[offset : offset + 4] = np.float32(0.5).tobytes()
+    weights.write_bytes(bytes(data))
+    assert weights.stat().st_size == size
+    again = Evaluator(profile, progress=False)
+    second = again.run(config)
+    assert again._llava is not None  # the changed checkpoint was loaded, not looked up
+    assert len(list((tmp_path / "r" / "pope-random").iterdir())) == 2
+    assert not np.allclose(np.stack(first["probs"].to_list()), np.stack(second["probs"].to_list()))
+
+
+def test_equivalent_parameters_share_one_run(assets, tmp_path):
+    ev = Evaluator(_profile(assets, tmp_path), progress=False)
+    samples = evaluation.load_samples(ev.profile, RunConfig("pope-random", n_samples=6))
+    keys = {ev.run_key(RunConfig("pope-random", "scope", 4, params, n_samples=6), samples)[0]
+            for params in ({}, {"alpha": 1.0}, {"alpha": 1}, {"alpha": 1, "gap_power": 1.0})}
+    assert len(keys) == 1
+    assert ev.run_key(RunConfig("pope-random", "scope", 4, {"alpha": 0.5}, n_samples=6), samples)[0] not in keys
+    assert RunConfig("pope-random", "scope", 4, {"alpha": 1}).label() == RunConfig("pope-random", "scope", 4).label()
+    assert evaluation.complete_params("scope", {"alpha": 1}) == {"alpha": 1.0, "feature_space": "vision",
+                                                                 "gap_power": 1.0}
+    with pytest.raises(ValueError, match="alpha.*boolean"):
+        evaluation.complete_params("scope", {"alpha": True})
+    with pytest.raises(ValueError, match="alpah: not a parameter of method 'scope'"):
+        evaluation.complete_params("scope", {"alpah": 0.5})
+
+
+def test_dtype_is_resolved_before_the_key(assets, tmp_path):
+    """The key computed before the model loads is the key after it loaded (no "half" vs "bfloat16")."""
+    ev = Evaluator(_profile(assets, tmp_path), progress=False)
+    config = RunConfig("pope-random", "random", 4, n_samples=6)
+    samples = evaluation.load_samples(ev.profile, config)
+    before = ev.run_key(config, samples)
+    ev.llava  # noqa: B018 (loads the model)
+    assert ev.run_key(config, samples) == before
+    assert before[1]["dtype"] == str(ev.llava.dtype).replace("torch.", "")
+
+
+def test_prompt_format_is_part_of_the_key(assets, tmp_path):
+    from visprune import prompts
+
+    model = _copy_model(assets, tmp_path / "model")
+    ev = Evaluator(resolve_profile("toy", model=model, world=assets / "world", results=tmp_path / "r"), progress=False)
+    config = RunConfig("pope-random", n_samples=6)
+    samples = evaluation.load_samples(ev.profile, config)
+    key, description = ev.run_key(config, samples)
+    assert description["prompt"] == prompts.read_prompt_format(model).describe()
+    declared = [p for p in model.iterdir() if "prompt" in p.name and p.suffix == ".json"]
+    other = prompts.VICUNA_V0 if prompts.read_prompt_format(model).name != prompts.VICUNA_V0.name else prompts.VICUNA_V1
+    (declared[0] if declared else model / "prompt_format.json").write_text(json.dumps({"name": other.name}))
+    ev2 = Evaluator(ev.profile, progress=False)
+    assert ev2.run_key(config, samples)[0] != key
+
+
+def test_chunk_of_another_run_copied_in_is_redone(assets, tmp_path):
+    ev = Evaluator(_profile(assets, tmp_path), progress=False)
+    a = RunConfig("pope-random", "random", 4, {"seed": 1}, n_samples=12, chunk_size=6)
+    b = RunConfig("pope-random", "random", 4, {"seed": 2}, n_samples=12, chunk_size=6)
+    table_a, table_b = ev.run(a), ev.run(b)
+    folders = {p.name.split("-")[2]: p for p in (tmp_path / "pope-random").iterdir()}
+    (folders["seed2"] / "chunk-00000.jsonl").write_bytes((folders["seed1"] / "chunk-00000.jsonl").read_bytes())
+    again = Evaluator(_profile(assets, tmp_path), progress=False)
+    pd.testing.assert_frame_equal(again.run(b), table_b)
+    assert again.last_computed == [0]
+    assert not table_a["probs"].equals(table_b["probs"])
+
+
+def test_failed_records_are_retried_by_the_next_run(assets, tmp_path):
+    import shutil
+
+    world = tmp_path / "world"
+    shutil.copytree(assets / "world", world)
+    profile = resolve_profile("toy", model=assets / "model", world=world, results=tmp_path / "results")
+    config = RunConfig("pope-random", n_samples=12, chunk_size=6)
+    samples = evaluation.load_samples(profile, config)
+    good = samples[0].image_path.read_bytes()
+    samples[0].image_path.write_bytes(b"not a png")
+    ev = Evaluator(profile, progress=False)
+    first = ev.run(config)
+    assert (first["status"] == "failed").sum() == 6
+    still = ev.run(config)  # still broken: retried, and reported again, never dropped
+    assert ev.last_computed == [0] and (still["status"] == "failed").sum() == 6
+    samples[0].image_path.write_bytes(good)  # repaired
+    repaired = ev.run(config)
+    assert ev.last_computed == [0] and (repaired["status"] == "ok").all()
+    fresh = Evaluator(resolve_profile("toy", model=assets / "model", world=world, results=tmp_path / "fresh"),
+                      progress=False).run(config)
+    pd.testing.assert_frame_equal(repaired, fresh)
+    ev.run(config)
+    assert ev.last_computed == []  # nothing failed: served from the cache
+
+
+# ------------------------------------------------------------------------------ processes and kills
+
+
+DRIVER = r"""
+import os, signal, sys
+from visprune import runcache, evaluation
+moment, log = sys.argv[1], sys.argv[2]
+argv = sys.argv[3:]
+state = {"chunks": 0, "computed": 0}
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+real_write = runcache.write_atomic
+def write_atomic(path, data):
+    name = path.name
+    if name.startswith("chunk-"):
+        state["chunks"] += 1
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()} {name}\n")
+        if moment == "writing" and state["chunks"] == 2:   # half of chunk 2 in its temporary file
+            path.with_name(f".{name}.{os.getpid()}.deadbeef.tmp").write_text(data[: len(data) // 2])
+            die()
+        if moment == "torn" and state["chunks"] == 2:      # chunk 2 half-written in place
+            path.write_text(data[: len(data) // 2])
+            die()
+    if moment == "config" and name == "config.json":      # before any chunk: a half config
+        path.with_name(f".{name}.{os.getpid()}.deadbeef.tmp").write_text(data[:10])
+        die()
+    if moment == "done" and name == "done.json":          # every chunk written, no done.json
+        die()
+    return real_write(path, data)
+runcache.write_atomic = write_atomic
+real_compute = evaluation.Evaluator._compute
+def compute(self, *args, **kwargs):
+    state["computed"] += 1
+    if moment == "computing" and state["computed"] == 3:  # inside chunk 3's forward passes
+        die()
+    return real_compute(self, *args, **kwargs)
+evaluation.Evaluator._compute = compute
+from visprune.__main__ import main
+sys.exit(main(argv))
+"""
+
+KILL_ARGS = ["--dataset", "pope-random", "--method", "scope", "--k", "4", "--n-samples", "36", "--chunk-size", "6",
+             "--batch-size", "2"]
+
+
+def _driver(assets, results, moment, log, *extra):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "lib"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-c", DRIVER, moment, str(log), "run", "--model", str(assets / "model"), "--world",
+           str(assets / "world"), "--results", str(results), "--no-progress", *KILL_ARGS, *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _chunk_bytes(results) -> dict:
+    (folder,) = list((Path(results) / "pope-random").iterdir())
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("chunk-*.jsonl"))}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(assets, tmp_path_factory):
+    results = tmp_path_factory.mktemp("uninterrupted")
+    proc = _driver(assets, results, "none", results / "log.txt")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return results, out
+
+
+@pytest.mark.parametrize("moment", ["config", "computing", "writing", "torn", "done"])
+def test_kill_at_five_moments_then_resume_equals_uninterrupted(assets, tmp_path, uninterrupted, moment):
+    """SIGKILL at five moments of a run; rerunning the same command gives the uninterrupted records, byte for byte."""
+    reference, reference_out = uninterrupted
+    results = tmp_path / "r"
+    killed = _driver(assets, results, moment, tmp_path / "log.txt")
+    killed.communicate(timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    folder = next((results / "pope-random").iterdir())
+    assert not (folder / "done.json").exists()
+    written = sorted(p.name for p in folder.glob("chunk-*.jsonl"))
+    expected_written = {"config": 0, "computing": 2, "writing": 1, "torn": 2, "done": 6}[moment]
+    assert len(written) == expected_written, written  # the kill happened where it was meant to
+    resumed = _driver(assets, results, "none", tmp_path / "log2.txt")
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert _chunk_bytes(results) == _chunk_bytes(reference)
+    assert out == reference_out  # the printed metrics too
+    assert not list(folder.glob(".*.tmp"))  # stale temporaries cleaned up
+    recomputed = (tmp_path / "log2.txt").read_text().splitlines() if (tmp_path / "log2.txt").exists() else []
+    assert len(recomputed) == 6 - (expected_written - (moment == "torn"))  # finished chunks are kept
+
+
+def test_two_processes_on_one_command_share_the_work(assets, tmp_path, uninterrupted):
+    """Two copies of one command on one results folder: each chunk computed once, one correct cache."""
+    reference, reference_out = uninterrupted
+    log = tmp_path / "log.txt"
+    procs = [_driver(assets, tmp_path / "r", "none", log) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
+    assert all(out == reference_out for out, _ in outs)
+    written = [line.split()[1] for line in log.read_text().splitlines()]
+    assert sorted(written) == [f"chunk-{i:05d}.jsonl" for i in range(6)]  # no chunk computed twice
+    assert _chunk_bytes(tmp_path / "r") == _chunk_bytes(reference)

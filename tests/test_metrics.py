@@ -515,3 +515,49 @@ def test_small_float32_rounding_is_accepted():
 def test_docstring_examples():
     result = doctest.testmod(M, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 20 and result.failed == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Booleans are not class indices; POPE answers are 0 or 1 (issue 15)
+# ----------------------------------------------------------------------------------------------
+
+BOOL_AND_RANGE_INPUTS = [
+    ("pope prediction 2", lambda: M.pope_scores([0, 2], [0, 1]), "pred"),
+    ("pope label 2", lambda: M.pope_scores([0, 1], [0, 2]), "labels"),
+    ("pope probabilities with 3 columns", lambda: M.pope_scores(np.full((2, 3), 1 / 3), [0, 1]), "pred"),
+    ("pope positive 2", lambda: M.pope_scores([0, 1], [0, 1], positive=2), "positive"),
+    ("bool numpy predictions", lambda: M.accuracy(np.array([True, False]), GOOD_Y), "pred"),
+    ("bool tensor predictions", lambda: M.yes_ratio(torch.tensor([True, False])), "pred"),
+    ("bool in an int list", lambda: M.recall([0, True], GOOD_Y), "pred"),
+    ("bool labels", lambda: M.ece(GOOD_P, [True, False]), "labels"),
+    ("bool tensor labels", lambda: M.brier(GOOD_P, torch.tensor([False, True])), "labels"),
+    ("bool probabilities", lambda: M.mce(np.eye(2, dtype=bool), GOOD_Y), "probs"),
+    ("bool positive", lambda: M.f1([0, 1], GOOD_Y, positive=True), "positive"),
+    ("bool n_bins", lambda: M.reliability_table(GOOD_P, GOOD_Y, n_bins=True), "n_bins"),
+    ("label beyond the probability columns", lambda: M.accuracy(GOOD_P, [0, 2]), "labels"),
+    ("positive beyond the probability columns", lambda: M.precision(GOOD_P, GOOD_Y, positive=2), "positive"),
+    ("bin_index NaN", lambda: M.bin_index(np.array([np.nan, 0.5]), 4), "confidence"),
+    ("bin_index above 1", lambda: M.bin_index(np.array([1.5]), 4), "confidence"),
+    ("bool seed", lambda: M.bootstrap_ci(np.mean, GOOD_Y, seed=False), "seed"),
+    ("negative seed", lambda: M.bootstrap_diff_ci(np.mean, GOOD_Y, GOOD_Y, seed=-1), "seed"),
+]
+
+
+@pytest.mark.parametrize("case,call,name", BOOL_AND_RANGE_INPUTS, ids=[c[0] for c in BOOL_AND_RANGE_INPUTS])
+def test_booleans_and_out_of_range_answers_are_rejected(case, call, name):
+    with pytest.raises(ValueError, match="^" + re.escape(name) + ":"):
+        call()
+
+
+def test_stricter_checks_keep_every_value():
+    # by hand: pred [0, 1, 0, 0], labels [0, 1, 1, 0]: TP = 2, FP = 1, FN = 0, TN = 1
+    scores = M.pope_scores([0, 1, 0, 0], [0, 1, 1, 0])
+    assert scores == {"accuracy": 0.75, "precision": 2 / 3, "recall": 1.0, "f1": 0.8, "yes_ratio": 0.75}
+    # integers held in floats and in tensors are still accepted, with the same values
+    assert M.pope_scores(np.array([0.0, 1.0, 0.0, 0.0]), torch.tensor([0, 1, 1, 0])) == scores
+    assert M.ece(GOOD_P, np.array([0.0, 1.0])) == M.ece(GOOD_P, GOOD_Y)
+    # a seeded Generator is still a valid seed, and checking it draws nothing from it
+    a = M.bootstrap_ci(np.mean, np.arange(10.0), n_resamples=20, seed=np.random.default_rng(3))
+    assert a == M.bootstrap_ci(np.mean, np.arange(10.0), n_resamples=20, seed=3)
+    # correctness stays 0/1 or bool
+    assert M.aurc([0.9, 0.5], [True, False]) == M.aurc([0.9, 0.5], [1, 0]) == 0.25

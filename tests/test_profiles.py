@@ -19,17 +19,28 @@ def test_toy_profile_paths(tmp_path):
     assert p.chair_synonyms.name == "toy_synonyms.txt"
 
 
-def test_real_profile_needs_every_path(monkeypatch, tmp_path):
+def test_real_profile_asks_only_for_what_a_data_set_needs(monkeypatch, tmp_path):
     for name in ("MODEL", "COCO_IMAGES", "COCO_ANNOTATIONS", "POPE", "SCIENCEQA"):
         monkeypatch.delenv(f"VISPRUNE_{name}", raising=False)
-    with pytest.raises(ValueError, match="VISPRUNE_COCO_ANNOTATIONS"):
-        resolve_profile("llava-1.5-7b", model=tmp_path)
+    with pytest.raises(ValueError, match="VISPRUNE_MODEL"):
+        resolve_profile("llava-1.5-7b")
+    only_pope = resolve_profile("llava-1.5-7b", model=tmp_path, pope=tmp_path / "pope", coco_images=tmp_path)
+    only_pope.require("pope-random")  # POPE needs its questions and the images, nothing else
+    with pytest.raises(ValueError, match="--scienceqa.*VISPRUNE_SCIENCEQA"):
+        only_pope.require("scienceqa")
+    with pytest.raises(ValueError, match="--coco-annotations.*VISPRUNE_COCO_ANNOTATIONS"):
+        only_pope.require("chair")
+    with pytest.raises(ValueError, match="--pope"):
+        resolve_profile("llava-1.5-7b", model=tmp_path, scienceqa=tmp_path).require("pope-adversarial")
     monkeypatch.setenv("VISPRUNE_POPE", str(tmp_path / "pope"))
     p = resolve_profile("llava-1.5-7b", model=tmp_path, coco_images=tmp_path, coco_annotations=tmp_path / "a",
                         scienceqa=tmp_path)
     assert p.pope_files["random"] == tmp_path / "pope" / "coco_pope_random.json"
     assert p.coco_instances == tmp_path / "a" / "instances_val2014.json"
     assert p.chair_synonyms.name == "coco_synonyms.txt"
+    assert (p.chair_images, p.caption_tokens) == (500, 512)  # the CHAIR protocol on real data
+    toy = resolve_profile("toy")
+    assert (toy.chair_images, toy.caption_tokens) == (None, 64)
     with pytest.raises(ValueError, match="unknown profile"):
         resolve_profile("llava-2")
 

@@ -60,7 +60,7 @@ def test_small_run_writes_llava_hf_layout_loadable_with_plain_transformers(small
     assert model.config.vision_config.model_type == "clip_vision_model"
     assert model.config.text_config.model_type == "llama"
 
-    inputs = processor(text=prompts.conversation("Is there a cup in the image?"), images=_image(world), return_tensors="pt")
+    inputs = processor(text=build.PROMPT_FORMAT.conversation("Is there a cup in the image?"), images=_image(world), return_tensors="pt")
     n_image_tokens = int((inputs["input_ids"] == model.config.image_token_id).sum())
     assert n_image_tokens == build.SMALL.num_patches == (32 // 8) ** 2
     assert tuple(inputs["pixel_values"].shape) == (1, 3, 32, 32)
@@ -88,7 +88,7 @@ def test_training_forward_equals_transformers_forward(small_run):
     processor = AutoProcessor.from_pretrained(out, local_files_only=True)
     model = LlavaForConditionalGeneration.from_pretrained(out, local_files_only=True).eval()
     question = prompts.pope_question("Is there a kite in the image?")
-    inputs = processor(text=prompts.conversation(question), images=_image(world), return_tensors="pt")
+    inputs = processor(text=build.PROMPT_FORMAT.conversation(question), images=_image(world), return_tensors="pt")
 
     encoder = train.ConversationEncoder(processor.tokenizer, model.config.image_token_id, build.SMALL.num_patches)
     assert encoder.prompt(question) == inputs["input_ids"][0].tolist()
@@ -107,7 +107,7 @@ def test_chat_template_renders_the_llava_conversation(small_run):
     processor = AutoProcessor.from_pretrained(small_run[0], local_files_only=True)
     question = "What color is the cup?"
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-    assert processor.apply_chat_template(messages, add_generation_prompt=True) == prompts.conversation(question)
+    assert processor.apply_chat_template(messages, add_generation_prompt=True) == build.PROMPT_FORMAT.conversation(question)
     with_system = [{"role": "system", "content": "Be brief."}, *messages, {"role": "assistant", "content": "Blue"}]
     assert processor.apply_chat_template(with_system) == "Be brief. USER: <image>\n" + question + " ASSISTANT: Blue</s>"
 
@@ -314,7 +314,7 @@ def test_shipped_model_loads_with_plain_transformers_and_has_a_12x12_grid():
     assert model.config.image_seq_length == 144
     assert model.dtype == torch.float32
     image = Image.new("RGB", (96, 96), (120, 200, 120))
-    inputs = processor(text=prompts.conversation("Is there a tree in the image?"), images=image, return_tensors="pt")
+    inputs = processor(text=build.PROMPT_FORMAT.conversation("Is there a tree in the image?"), images=image, return_tensors="pt")
     assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == 144
     with torch.no_grad():
         logits = model(**inputs).logits

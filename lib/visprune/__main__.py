@@ -17,17 +17,30 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
+import warnings
 from dataclasses import replace
 
 import pandas as pd
 
-from visprune.evaluation import DATASETS, METHODS, Evaluator, RunConfig, summarize
+from visprune.evaluation import (DATASETS, METHODS, PREPROCESS, Evaluator, LowAnswerMassWarning, RunConfig,
+                                 answer_mass_warning, method_parameters, summarize)
 from visprune.profiles import PROFILES, resolve_profile
+from visprune.runcache import CacheWriteError, check_writable_dir
+
+INTERRUPTED = "interrupted; rerun the same command to resume"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``error: ...``) and exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def _param(text: str) -> tuple[str, object]:
-    if "=" not in text:
+    if "=" not in text or not text.split("=", 1)[0]:
         raise argparse.ArgumentTypeError(f"-P expects name=value, got {text!r}")
     name, value = text.split("=", 1)
     try:
@@ -37,8 +50,8 @@ def _param(text: str) -> tuple[str, object]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m visprune", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="python -m visprune", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in ("run", "grid"):
         p = sub.add_parser(name)
         p.add_argument("--profile", default="toy", choices=PROFILES)
@@ -46,12 +59,19 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument(f"--{opt}", default=None, help="path (see visprune.profiles)")
         p.add_argument("--world", default=None, help="toy world folder (toy profile; default data/toyworld)")
         p.add_argument("--chunk-size", type=int, default=96, help="samples per cache chunk")
-        p.add_argument("--n-samples", type=int, default=None, help="first n samples (CHAIR: n images)")
+        p.add_argument("--n-samples", type=int, default=None,
+                       help="first n samples (CHAIR: n images; default: all, or 500 on a real profile)")
         p.add_argument("--batch-size", type=int, default=16)
-        p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-        p.add_argument("--max-new-tokens", type=int, default=64, help="caption length limit (chair)")
+        p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+        p.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: by device)")
+        p.add_argument("--max-new-tokens", type=int, default=None,
+                       help="caption length limit (chair; default 512 on a real profile, 64 on the toy one)")
+        p.add_argument("--sample-seed", type=int, default=0, help="seed of the CHAIR image draw")
+        p.add_argument("--preprocess", default="pad", choices=PREPROCESS,
+                       help="pad: expand to a square with the processor's mean colour (LLaVA-1.5); crop: centre crop")
         p.add_argument("-P", "--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
-                       help="method parameter, e.g. alpha=0.5, gap_power=2, layer=2, seed=1 (repeatable)")
+                       help="method parameter, e.g. alpha=0.5, gap_power=2, layer=2, seed=1, "
+                            "feature_space=vision (repeatable; every parameter of the method is accepted)")
         p.add_argument("--no-progress", action="store_true")
     run = sub.choices["run"]
     run.add_argument("--dataset", required=True, choices=DATASETS)
@@ -64,62 +84,96 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configs(args: argparse.Namespace) -> list[RunConfig]:
+    """The run configurations the command asks for; every -P parameter must belong to a method."""
+    params = dict(args.param)
+    common = dict(n_samples=args.n_samples, max_new_tokens=args.max_new_tokens, sample_seed=args.sample_seed,
+                  chunk_size=args.chunk_size, preprocess=args.preprocess)
+    if args.command == "run":
+        return [RunConfig(args.dataset, args.method, args.k, params, **common)]
+    takes = {m: set(method_parameters(m)) for m in args.methods}
+    for name in params:
+        if not any(name in t for t in takes.values()):
+            listing = "; ".join(f"{m}: {', '.join(sorted(t)) or 'none'}" for m, t in takes.items())
+            raise ValueError(f"{name}: not a parameter of any of the methods {', '.join(args.methods)} ({listing})")
+    configs = []
+    for dataset in args.datasets:
+        for method in args.methods:
+            mine = {k: v for k, v in params.items() if k in takes[method]}
+            for k in ([None] if method == "none" else args.budgets):
+                configs.append(RunConfig(dataset, method, k, mine, **common))
+    return configs
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        profile = resolve_profile(
-            args.profile, model=args.model, coco_images=args.coco_images,
-            coco_annotations=args.coco_annotations, pope=args.pope, scienceqa=args.scienceqa,
-            results=args.results, **({"world": args.world} if args.world else {}),
-        )
-        evaluator = Evaluator(profile, device=args.device, batch_size=args.batch_size, progress=not args.no_progress)
-        params = dict(args.param)
-        if args.command == "run":
-            configs = [RunConfig(args.dataset, args.method, args.k, dict(params), args.n_samples, args.max_new_tokens,
-                                 chunk_size=args.chunk_size)]
-        else:
-            configs = []
-            for dataset in args.datasets:
-                for method in args.methods:
-                    budgets = [None] if method == "none" else args.budgets
-                    for k in budgets:
-                        mine = {} if method == "none" else _params_for(method, params)
-                        configs.append(RunConfig(dataset, method, k, mine, args.n_samples, args.max_new_tokens,
-                                                 chunk_size=args.chunk_size))
-        for config in configs:  # all checked before any model is loaded; erank_ref is measured below
-            needs_ref = config.method == "adaptive" and "erank_ref" not in config.params
-            evaluator.validate(replace(config, params={**config.params, "erank_ref": 1.0}) if needs_ref else config)
-        if any(c.method == "adaptive" and "erank_ref" not in c.params for c in configs):
-            ref = evaluator.reference_erank()
-            configs = [replace(c, params={**c.params, "erank_ref": ref})
-                       if c.method == "adaptive" and "erank_ref" not in c.params else c for c in configs]
-        rows = []
-        truth = None
-        for config in configs:
-            records = evaluator.run(config)
-            if config.dataset == "chair" and truth is None:
-                from visprune.evaluation import chair_truth
-
-                truth = chair_truth(profile)
-            summary = summarize(records, ground_truth=truth, synonyms=profile.chair_synonyms)
-            rows.append({"dataset": config.dataset, "run": config.label(), **summary})
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        return _main(args)
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, CacheWriteError) as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except OSError as err:
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        print(f"error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
+    except Exception as err:  # a bug, not bad input: still one line, with a way to see more
+        if os.environ.get("VISPRUNE_DEBUG"):
+            raise
+        print(f"error: internal error ({type(err).__name__}: {_one_line(err)}); rerun with VISPRUNE_DEBUG=1 "
+              "for the traceback and report it", file=sys.stderr)
+        return 1
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    if isinstance(err, OSError) and err.strerror and not text.startswith(str(err.strerror)):
+        text = text.replace(f"[Errno {err.errno}] ", "")
+    return " ".join(text.split()) or type(err).__name__
+
+
+def _main(args: argparse.Namespace) -> int:
+    profile = resolve_profile(
+        args.profile, model=args.model, coco_images=args.coco_images,
+        coco_annotations=args.coco_annotations, pope=args.pope, scienceqa=args.scienceqa,
+        results=args.results, **({"world": args.world} if args.world else {}),
+    )
+    evaluator = Evaluator(profile, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                          progress=not args.no_progress)
+    configs = _configs(args)
+    for config in configs:  # all checked before any model is loaded; erank_ref is measured below
+        needs_ref = config.method == "adaptive" and config.params.get("erank_ref") is None
+        evaluator.validate(replace(config, params={**config.params, "erank_ref": 1.0}) if needs_ref else config)
+    check_writable_dir(profile.results)
+    if any(c.method == "adaptive" and c.params.get("erank_ref") is None for c in configs):
+        ref = evaluator.reference_erank()
+        configs = [replace(c, params={**c.params, "erank_ref": ref})
+                   if c.method == "adaptive" and c.params.get("erank_ref") is None else c for c in configs]
+    rows = []
+    truth = None
+    notes = []
+    for config in configs:
+        records = evaluator.run(config)
+        if config.dataset == "chair" and truth is None:
+            from visprune.evaluation import chair_truth
+
+            truth = chair_truth(profile)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", LowAnswerMassWarning)  # printed below, once per run
+            summary = summarize(records, ground_truth=truth, synonyms=profile.chair_synonyms)
+        note = answer_mass_warning(records)
+        if note:
+            notes.append(note)
+        rows.append({"dataset": config.dataset, "run": records["run"].iloc[0], **summary})
     if evaluator.processes.rank != 0:
         return 0  # under accelerate launch, the first process prints the table
     with pd.option_context("display.max_columns", None, "display.width", 200, "display.precision", 4):
         print(pd.DataFrame(rows).to_string(index=False))
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
     return 0
-
-
-def _params_for(method: str, params: dict) -> dict:
-    """The subset of ``-P`` parameters a method takes (a grid mixes methods)."""
-    takes = {
-        "random": {"seed"}, "saliency": set(), "scope": {"alpha", "gap_power"}, "divprune": set(),
-        "adaptive": {"c", "tau_max", "erank_ref"}, "fastv": {"layer"},
-    }[method]
-    return {k: v for k, v in params.items() if k in takes}
 
 
 if __name__ == "__main__":

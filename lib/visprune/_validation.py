@@ -1,20 +1,33 @@
-"""Input checks shared by the metric functions (private helpers of ``visprune.metrics``).
+"""Input checks shared by the metric functions and the command lines (private helpers).
 
-Every check converts NumPy arrays, torch tensors (any device) and nested lists to NumPy and
-raises a ``ValueError`` whose message starts with the argument's name and says what was wrong
-and what to pass instead.
+- Array checks (``visprune.metrics``): every check converts NumPy arrays, torch tensors (any
+  device) and nested lists to NumPy and raises a ``ValueError`` whose message starts with the
+  argument's name and says what was wrong and what to pass instead. Booleans are never class
+  indices (STYLE.md, "bad input").
+- Command-line helpers (``python -m visprune.data``, ``python -m visprune.toymodel``): an
+  argparse parser whose errors are one line, option types that check ranges, output and input
+  path checks that name the option and the path, and :func:`run_command`, which turns every
+  error into one line on stderr (exit status 2; 130 for Ctrl-C; never a traceback).
+
+This module imports only NumPy (torch tensors are recognised once torch is imported), so the
+command lines start fast.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
-try:  # torch is a dependency of the package, but the checks do not need it to import
-    import torch
-except ImportError:  # pragma: no cover - torch is always installed with visprune
-    torch = None
+
+def _torch():
+    """The torch module if it has been imported (a tensor cannot exist before that), else None."""
+    return sys.modules.get("torch")
 
 # Rows of a probability matrix may miss 1 by this much (float32 softmax, then renormalised).
 ROW_SUM_TOL = 1e-4
@@ -23,12 +36,30 @@ RANGE_TOL = 1e-6
 
 
 def is_tensor(x: Any) -> bool:
+    torch = _torch()
     return torch is not None and isinstance(x, torch.Tensor)
+
+
+def holds_bool(x: Any) -> bool:
+    """Whether ``x`` is or holds booleans: a bool array or tensor, or a (nested) list with a bool.
+
+    ``np.asarray([True, 2])`` is an int array, so lists are inspected element by element.
+    """
+    if isinstance(x, (bool, np.bool_)):
+        return True
+    if is_tensor(x):
+        return x.dtype == _torch().bool
+    if isinstance(x, np.ndarray):
+        return x.dtype == bool
+    if isinstance(x, (list, tuple)):
+        return any(holds_bool(e) for e in x)
+    return False
 
 
 def to_numpy(x: Any, name: str) -> np.ndarray:
     """``x`` as a NumPy array without changing its dtype (torch tensors: detached, moved to CPU)."""
     if is_tensor(x):
+        torch = _torch()
         t = x.detach().cpu()
         if t.dtype == torch.bfloat16:  # NumPy has no bfloat16; float32 holds it exactly
             t = t.float()
@@ -66,7 +97,10 @@ def probability_matrix(probs: Any, name: str = "probs") -> tuple[np.ndarray, np.
     to 1 within ``ROW_SUM_TOL`` (or ``C`` machine epsilons of the input's precision, if larger:
     float16 rows may miss 1 by ~1e-3). The second array keeps float16/float32 inputs in their own
     precision so that bin edges can be compared in that precision (see ``bin_index``).
+    Booleans are rejected (a one-hot bool matrix is labels, not probabilities).
     """
+    if holds_bool(probs):
+        raise ValueError(f"{name}: must hold probabilities (floats), got booleans; pass the probability of each answer")
     arr = numeric_array(probs, name, 2)
     n, c = arr.shape
     if c < 2:
@@ -97,7 +131,12 @@ def probability_matrix(probs: Any, name: str = "probs") -> tuple[np.ndarray, np.
 
 
 def integer_vector(x: Any, name: str, n_classes: int | None = None) -> np.ndarray:
-    """A 1-D array of non-negative integer class indices (below ``n_classes`` when given), as int64."""
+    """A 1-D array of non-negative integer class indices (below ``n_classes`` when given), as int64.
+
+    Booleans are rejected, in arrays, tensors and lists alike (``True`` is not the class 1).
+    """
+    if holds_bool(x):
+        raise ValueError(f"{name}: must hold integer class indices, got booleans; pass ints (e.g. 0 and 1), not True/False")
     arr = numeric_array(x, name, 1)
     if np.issubdtype(arr.dtype, np.floating):
         if not np.all(arr == np.round(arr)):
@@ -140,3 +179,151 @@ def positive_int(x: Any, name: str, minimum: int = 1) -> int:
     if x < minimum:
         raise ValueError(f"{name}: must be an integer >= {minimum}, got {x}")
     return int(x)
+
+
+# --------------------------------------------------------------------------- command lines
+#
+# ``python -m visprune.data`` and ``python -m visprune.toymodel`` share these: every bad input
+# gives ONE line on stderr that names the option or the file, and exit status 2; Ctrl-C gives
+# one line and 130; no traceback reaches the user (STYLE.md, "bad input").
+
+
+def one_line(text: Any) -> str:
+    """``text`` with every run of whitespace (newlines included) replaced by one space."""
+    return " ".join(str(text).split())
+
+
+def error_line(err: BaseException) -> str:
+    """The message of ``err`` on one line; an ``OSError`` as "what went wrong: path"."""
+    if isinstance(err, OSError) and err.strerror:
+        where = [str(f) for f in (err.filename, err.filename2) if f is not None]
+        return one_line(err.strerror + (": " + " -> ".join(where) if where else ""))
+    return one_line(err)
+
+
+class CommandLineParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose usage errors are one line on stderr (exit status 2).
+
+    ``add_subparsers`` makes its sub-command parsers of this class too.
+    """
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
+
+
+def int_option(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: a decimal integer (not "1.5", not "True") in [minimum, maximum]."""
+    want = f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
+
+    def integer(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}")
+        return value
+
+    return integer
+
+
+def float_option(low: float, high: float, *, high_open: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number in [low, high] (or [low, high) with ``high_open``)."""
+    want = f"a number in [{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def number(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or value > high or (high_open and value == high):
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}")
+        return value
+
+    return number
+
+
+def _nearest_existing(path: Path) -> Path:
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return probe
+
+
+def output_folder(path: str | os.PathLike, name: str) -> Path:
+    """``path`` as a Path if it is a folder, or can be made one, that we may write into.
+
+    ValueError naming ``name`` and the path when ``path`` is a file, when a parent of it is a
+    file, or when the nearest existing folder is not writable. Nothing is created.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{name}: {path} is a file, not a folder; pass a folder")
+    probe = _nearest_existing(path)
+    if not probe.is_dir():
+        raise ValueError(f"{name}: cannot make the folder {path}, because {probe} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"{name}: the folder {probe} is not writable; pass a folder you can write to")
+    return path
+
+
+def output_file(path: str | os.PathLike, name: str) -> Path:
+    """``path`` as a Path if a file may be written there (ValueError naming ``name`` if not)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{name}: {path} is a folder, not a file; pass a file name")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{name}: the file {path} is not writable")
+    probe = _nearest_existing(path.parent)
+    if not probe.is_dir():
+        raise ValueError(f"{name}: cannot write {path}, because {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"{name}: the folder {probe} is not writable; pass a file in a folder you can write to")
+    return path
+
+
+def input_file(path: str | os.PathLike, name: str, what: str) -> Path:
+    """``path`` as a Path if it is a file; FileNotFoundError naming ``name``, ``what`` and the path."""
+    path = Path(path)
+    if not path.is_file():
+        kind = "is a folder, not a file" if path.is_dir() else "not found"
+        raise FileNotFoundError(f"{name}: {what} {kind}: {path}")
+    return path
+
+
+def input_folder(path: str | os.PathLike, name: str, what: str) -> Path:
+    """``path`` as a Path if it is a folder; FileNotFoundError naming ``name``, ``what`` and the path."""
+    path = Path(path)
+    if not path.is_dir():
+        kind = "is a file, not a folder" if path.exists() else "not found"
+        raise FileNotFoundError(f"{name}: {what} {kind}: {path}")
+    return path
+
+
+def run_command(prog: str, body: Callable[[], int], *, on_interrupt: str = "start again") -> int:
+    """Run a command line's ``body`` and turn every error into one line on stderr.
+
+    - ``ValueError`` and ``OSError`` (bad input, missing files, a full disk): "PROG: error:
+      MESSAGE", exit status 2. The code that finds the problem raises it with a message that
+      names the option or the file.
+    - ``KeyboardInterrupt`` (Ctrl-C): "interrupted; rerun the same command to ON_INTERRUPT",
+      exit status 130 (``on_interrupt`` is "resume" where a rerun continues the work).
+    - anything else (a bug): one line with the exception, exit status 1; set the environment
+      variable ``VISPRUNE_DEBUG=1`` to get the traceback instead.
+
+    argparse's usage errors (``CommandLineParser``) exit with status 2 by themselves.
+    """
+    try:
+        return body()
+    except KeyboardInterrupt:
+        print(f"interrupted; rerun the same command to {on_interrupt}", file=sys.stderr, flush=True)
+        return 130
+    except (ValueError, OSError) as err:
+        print(f"{prog}: error: {error_line(err)}", file=sys.stderr, flush=True)
+        return 2
+    except Exception as err:  # a bug: still no traceback unless asked for
+        if os.environ.get("VISPRUNE_DEBUG"):
+            raise
+        print(f"{prog}: internal error: {type(err).__name__}: {error_line(err)} "
+              "(set VISPRUNE_DEBUG=1 to see the traceback)", file=sys.stderr, flush=True)
+        return 1

@@ -4,8 +4,8 @@ A *run* is one model, one data set and one method configuration. It produces one
 per-sample records (one row per sample)::
 
     sample_id, image_id, order, status, error, label, answers, probs, confidence, prediction,
-    pred_answer, correct, answer_mass, caption, tokens_kept, erank_kept, erank_image,
-    attn_entropy, tau, + the sample's metadata (split, n_objects, scene, ...)
+    pred_answer, correct, answer_mass, answer_token_ids, caption, tokens_kept, erank_kept,
+    erank_image, attn_entropy, tau, + the sample's metadata (split, n_objects, scene, ...)
 
 How a run is executed:
 
@@ -14,49 +14,144 @@ How a run is executed:
   question on it;
 - images are processed in *chunks* of whole images (about ``chunk_size`` samples); inside a
   chunk, images and prompts go through the model in padded batches of ``batch_size``;
-- each finished chunk is written to disk atomically (temporary file, fsync, rename) with a
-  footer that holds its checksum, under ``<results>/<dataset>/<run key>/``; the run's full
-  configuration is stored beside it in ``config.json``;
-- a run that finds its ``done.json`` loads the records instead of running; a run that was
-  interrupted (even killed) finds the valid chunks, checks them (a corrupt or partial chunk is
-  deleted and redone) and computes only the missing ones. Chunk boundaries depend only on the
-  sample list and ``chunk_size`` (part of the key), so a resumed run computes exactly the same
-  batches as an uninterrupted one and ends with the same table.
+- each finished chunk is written to disk atomically with a footer that holds its checksum and
+  the run key, under ``<results>/<dataset>/<label>-<run key>/``; the run's full description is
+  stored beside it in ``config.json`` (``visprune.runcache`` has the file mechanics);
+- a run that finds every chunk valid loads the records instead of running; a run that was
+  interrupted (even killed) finds the valid chunks (a corrupt, partial or foreign chunk is
+  redone) and computes only the missing ones. Chunk boundaries depend only on the sample list
+  and ``chunk_size`` (part of the key), so a resumed run computes exactly the same batches as an
+  uninterrupted one and ends with the same records, byte for byte;
+- a chunk holding failed records (an image that could not be read) is computed again by the
+  next run, so a repaired image is picked up; if it fails again it is reported again;
+- several processes on one run (two commands started by hand, or ``accelerate launch``) share
+  the work: a process computes a chunk only while holding that chunk's lock, skips chunks that
+  another process holds, and waits for them at the end.
 
-The run key is a fingerprint of the model (its config and weight files), the data set (its
-files and sample ids), the method configuration, the prompt format and ``ENGINE_VERSION``.
+**The run key** is the SHA-256 of: the model's content fingerprint (the bytes of every file of
+the checkpoint, :func:`visprune.runcache.model_fingerprint`), the resolved dtype, the data set
+(its files' contents and sample ids), the configuration with every method parameter completed
+with its default and normalised (``{}``, ``{"alpha": 1}`` and ``{"alpha": 1.0}`` are one key),
+the image preprocessing, the model's prompt format and ``ENGINE_VERSION``. The batch size is
+*not* part of the key: it changes which prompts share a padded batch, which moves probabilities
+by float rounding only (up to about 5e-7 measured on the toy model in float32), never a record's
+meaning; ``config.json`` records the batch size that computed each run.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
+import numbers
 import os
 import time
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from visprune import prompts
+from visprune import runcache
 from visprune.profiles import POPE_SPLITS, Profile, resolve_profile
+from visprune.runcache import FOOTER_KEY, CacheWriteError, read_chunk, write_chunk  # noqa: F401 (re-exported)
 
 #: Bump when the meaning or layout of the records changes (invalidates every cache).
-ENGINE_VERSION = "2"
+ENGINE_VERSION = "3"
 
 DATASETS = tuple(f"pope-{s}" for s in POPE_SPLITS) + ("scienceqa", "chair")
 PRE_LLM_METHODS = ("random", "saliency", "scope", "divprune", "adaptive")
 METHODS = ("none",) + PRE_LLM_METHODS + ("fastv",)
-FOOTER_KEY = "__chunk_footer__"
+PREPROCESS = ("pad", "crop")
+#: Selector keywords that the engine fills per image; they are not user parameters.
+ENGINE_INPUTS = frozenset({"sample_seeds", "image_erank", "n_layers"})
+#: A mean answer-set mass below this suggests a prompt or tokenizer mismatch (DESIGN.md section 5).
+LOW_ANSWER_MASS = 0.5
 #: The per-sample record's own columns, in table order (metadata columns follow, sorted).
 RECORD_COLUMNS = (
     "sample_id", "image_id", "order", "status", "error", "label", "answers", "probs", "confidence",
-    "prediction", "pred_answer", "correct", "answer_mass", "caption", "tokens_kept", "erank_kept",
-    "erank_image", "attn_entropy", "tau",
+    "prediction", "pred_answer", "correct", "answer_mass", "answer_token_ids", "caption", "tokens_kept",
+    "erank_kept", "erank_image", "attn_entropy", "tau",
 )
+
+
+# ------------------------------------------------------------------------------ method parameters
+
+
+def method_parameters(method: str) -> dict[str, Any]:
+    """The parameters a method takes and their defaults, read from the method's own code.
+
+    Pre-LLM selectors: the keyword-only parameters of ``visprune.pruning.METHODS[method]``
+    (minus the per-image inputs the engine fills, ``ENGINE_INPUTS``) plus ``feature_space``
+    (default ``visprune.model.feature_space_default(method)``); FastV: the keyword-only
+    parameters of ``visprune.fastv.fastv_params``; ``"none"``: none.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method: unknown method {method!r}; choose one of {METHODS}")
+    if method == "none":
+        return {}
+    if method == "fastv":
+        from visprune import fastv
+
+        fn = fastv.fastv_params
+    else:
+        from visprune.pruning import METHODS as SELECTORS
+
+        fn = SELECTORS[method]
+    params = {p.name: p.default for p in inspect.signature(fn).parameters.values()
+              if p.kind is p.KEYWORD_ONLY and p.name not in ENGINE_INPUTS}
+    if method != "fastv":
+        from visprune.model import feature_space_default
+
+        params["feature_space"] = feature_space_default(method)
+    return params
+
+
+def _normalise(method: str, name: str, value: Any, default: Any) -> Any:
+    """One parameter value in canonical form: 1 and 1.0 alike for a real parameter, ints for an
+    integer one, booleans never taken for numbers."""
+    if isinstance(value, (bool, np.bool_)) and not isinstance(default, bool):
+        raise ValueError(f"{name}: method {method!r} expects a number or string here, got the boolean {value!r}")
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}: method {method!r} expects True or False, got {value!r}")
+        return value
+    if isinstance(default, float) and isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(default, int) and isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        if not float(value).is_integer():
+            raise ValueError(f"{name}: method {method!r} expects an integer, got {value!r}")
+        return int(value)
+    if default is None and isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        return float(value)
+    if default is None and isinstance(value, numbers.Integral):
+        return float(value) if name == "erank_ref" else int(value)
+    return value
+
+
+def complete_params(method: str, params: dict) -> dict:
+    """``params`` completed with the method's defaults and normalised (sorted by name).
+
+    Raises ValueError naming a parameter the method does not take.
+    """
+    if not isinstance(params, dict):
+        raise ValueError(f"params: expected a dict of method parameters, got {type(params).__name__}")
+    defaults = method_parameters(method)
+    for name in params:
+        if name not in defaults:
+            takes = ", ".join(sorted(defaults)) or "none"
+            raise ValueError(f"{name}: not a parameter of method {method!r} (its parameters: {takes})")
+    out = {name: _normalise(method, name, params.get(name, default), default) for name, default in defaults.items()}
+    return dict(sorted(out.items()))
+
+
+def _label_value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 # ------------------------------------------------------------------------------ configuration
@@ -71,11 +166,15 @@ class RunConfig:
     - ``method``: ``"none"`` (all visual tokens), a pre-LLM selector (``"random"``,
       ``"saliency"``, ``"scope"``, ``"divprune"``, ``"adaptive"``) or ``"fastv"``.
     - ``k``: visual tokens kept (``None`` for ``"none"``).
-    - ``params``: the method's parameters (``alpha``, ``gap_power``; ``seed``; ``layer`` for
-      FastV; ``c``, ``tau_max``, ``erank_ref``; ``feature_space`` for selectors).
+    - ``params``: the method's parameters (:func:`method_parameters`; missing ones take their
+      defaults, and the run records them all).
     - ``n_samples``: evaluate the first ``n_samples`` samples of the data set (None = all;
-      for ``"chair"``, the number of images drawn with ``sample_seed``).
-    - ``max_new_tokens``: caption length limit (``"chair"`` only).
+      for ``"chair"``, the number of images drawn with ``sample_seed``; None = the profile's
+      protocol: 500 on a real profile, every test image on the toy one).
+    - ``max_new_tokens``: caption length limit (``"chair"`` only; None = the profile's: 512 on a
+      real profile, 64 on the toy one).
+    - ``preprocess``: ``"pad"`` (LLaVA-1.5's evaluation: expand to a square with the processor's
+      mean colour, then resize; the default) or ``"crop"`` (the processor's centre crop).
     - ``chunk_size``: samples per cache chunk (whole images per chunk).
     """
 
@@ -84,9 +183,10 @@ class RunConfig:
     k: int | None = None
     params: dict = field(default_factory=dict)
     n_samples: int | None = None
-    max_new_tokens: int = 64
+    max_new_tokens: int | None = None
     sample_seed: int = 0
     chunk_size: int = 96
+    preprocess: str = "pad"
 
     def key_dict(self) -> dict:
         """Everything about the configuration that can change a record."""
@@ -98,11 +198,31 @@ class RunConfig:
         return d
 
     def label(self) -> str:
-        """A short readable name, e.g. ``scope-k16-alpha0.5`` (floats to 4 significant digits; the
+        """A short readable name, e.g. ``scope-k16-alpha0.5``: the method, the budget and the
+        parameters that differ from the method's defaults (floats to 4 significant digits; the
         cache folder adds the configuration's full fingerprint, so rounding never merges runs)."""
         parts = [self.method] + ([f"k{self.k}"] if self.k is not None else [])
-        parts += [f"{k}{v:.4g}" if isinstance(v, float) else f"{k}{v}" for k, v in sorted(self.params.items())]
+        try:
+            defaults = method_parameters(self.method)
+        except ValueError:
+            defaults = {}
+        for name, value in sorted(self.params.items()):
+            default = defaults.get(name, object())
+            try:
+                same = _normalise(self.method, name, value, default) == default
+            except ValueError:
+                same = False
+            if not same:
+                parts.append(f"{name}{_label_value(value)}")
         return "-".join(str(p) for p in parts).replace("/", "_")
+
+
+def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        extra = " or None" if allow_none else ""
+        raise ValueError(f"{name}: expected a positive integer{extra}, got {value!r}")
 
 
 def validate_config(config: RunConfig, n_tokens: int | None = None, n_layers: int | None = None) -> None:
@@ -112,16 +232,20 @@ def validate_config(config: RunConfig, n_tokens: int | None = None, n_layers: in
     the range checks that need them are skipped. Pre-LLM selector parameters are checked by
     running the selector on a tiny dummy input, so the selector's own messages come through.
     """
+    if not isinstance(config, RunConfig):
+        raise ValueError(f"config: expected a RunConfig, got {type(config).__name__}")
     if config.dataset not in DATASETS:
         raise ValueError(f"dataset: unknown data set {config.dataset!r}; choose one of {DATASETS}")
     if config.method not in METHODS:
         raise ValueError(f"method: unknown method {config.method!r}; choose one of {METHODS}")
-    if config.n_samples is not None and (isinstance(config.n_samples, bool) or not isinstance(config.n_samples, int) or config.n_samples < 1):
-        raise ValueError(f"n_samples: expected a positive int or None, got {config.n_samples!r}")
-    if not isinstance(config.chunk_size, int) or config.chunk_size < 1:
-        raise ValueError(f"chunk_size: expected a positive int, got {config.chunk_size!r}")
-    if not isinstance(config.max_new_tokens, int) or config.max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens: expected a positive int, got {config.max_new_tokens!r}")
+    _positive_int("n_samples", config.n_samples, allow_none=True)
+    _positive_int("chunk_size", config.chunk_size)
+    _positive_int("max_new_tokens", config.max_new_tokens, allow_none=True)
+    if isinstance(config.sample_seed, (bool, np.bool_)) or not isinstance(config.sample_seed, (int, np.integer)) \
+            or config.sample_seed < 0:
+        raise ValueError(f"sample_seed: expected a non-negative integer, got {config.sample_seed!r}")
+    if config.preprocess not in PREPROCESS:
+        raise ValueError(f"preprocess: expected one of {PREPROCESS}, got {config.preprocess!r}")
     if not isinstance(config.params, dict):
         raise ValueError(f"params: expected a dict of method parameters, got {type(config.params).__name__}")
     if config.method == "none":
@@ -131,32 +255,36 @@ def validate_config(config: RunConfig, n_tokens: int | None = None, n_layers: in
             raise ValueError(f"params: method 'none' takes no parameters, got {sorted(config.params)}")
         return
     k = config.k
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k: method {config.method!r} needs the number of kept tokens k >= 1, got {k!r}")
     if n_tokens is not None and k > n_tokens:
         raise ValueError(f"k: {k} is more than the model's {n_tokens} visual tokens per image")
+    params = complete_params(config.method, config.params)
     if config.method == "fastv":
-        extra = set(config.params) - {"layer"}
-        if extra:
-            raise ValueError(f"params: FastV takes only 'layer', got {sorted(extra)}")
-        layer = config.params.get("layer", 2)
-        if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0 or (n_layers is not None and layer >= n_layers):
-            top = f"0..{n_layers - 1}" if n_layers is not None else ">= 0"
-            raise ValueError(f"layer: FastV's layer must be an int in {top}, got {layer!r}")
+        from visprune import fastv
+
+        fastv.fastv_params(**params, **({"n_layers": n_layers} if _takes_n_layers() else {}))
+        layer = params.get("layer")
+        if n_layers is not None and isinstance(layer, int) and not 0 <= layer < n_layers:
+            raise ValueError(f"layer: FastV's layer must be an int in 0..{n_layers - 1}, got {layer!r}")
         return
     import torch
 
     from visprune.pruning import select
 
-    params = dict(config.params)
-    feature_space = params.pop("feature_space", "vision")
+    feature_space = params.pop("feature_space")
     if feature_space not in ("vision", "projected"):
         raise ValueError(f"feature_space: expected 'vision' or 'projected', got {feature_space!r}")
     gen = torch.Generator().manual_seed(0)
-    dummy_n = int(k)
-    features = torch.randn(1, dummy_n, 4, generator=gen)
-    saliency = torch.rand(1, dummy_n, generator=gen)
+    features = torch.randn(1, int(k), 4, generator=gen)
+    saliency = torch.rand(1, int(k), generator=gen)
     select(config.method, features, saliency, int(k), **params)
+
+
+def _takes_n_layers() -> bool:
+    from visprune import fastv
+
+    return "n_layers" in inspect.signature(fastv.fastv_params).parameters
 
 
 # ------------------------------------------------------------------------------ data sets
@@ -178,16 +306,16 @@ def load_samples(profile: Profile, config: RunConfig) -> list:
     """The data set's samples in their canonical order, limited to ``config.n_samples``."""
     from visprune.data import caption_samples, read_pope, read_scienceqa
 
+    profile.require(config.dataset)
     ensure_toy_world(profile)
     if config.dataset.startswith("pope-"):
         split = config.dataset.split("-", 1)[1]
-        instances = profile.coco_instances if Path(profile.coco_instances).is_file() else None
+        instances = profile.coco_instances if profile.coco_instances is not None and Path(profile.coco_instances).is_file() else None
         samples = read_pope(profile.pope_files[split], profile.pope_images, split, instances_file=instances)
     elif config.dataset == "scienceqa":
         samples = read_scienceqa(profile.scienceqa_root, split="test", img_only=True)
     else:
-        samples = caption_samples(profile.coco_instances, profile.coco_images, n=config.n_samples, seed=config.sample_seed)
-        return samples
+        return caption_samples(profile.coco_instances, profile.coco_images, n=config.n_samples, seed=config.sample_seed)
     if config.n_samples is not None:
         samples = samples[: config.n_samples]
     return samples
@@ -206,102 +334,73 @@ def chair_truth(profile: Profile) -> dict[str, set[str]]:
     """CHAIR ground truth of the profile's caption images (instances + reference captions)."""
     from visprune.data import chair_ground_truth
 
+    profile.require("chair")
     captions = profile.coco_captions if Path(profile.coco_captions).is_file() else None
     return chair_ground_truth(profile.coco_instances, captions, synonyms=profile.chair_synonyms)
 
 
-# ------------------------------------------------------------------------------ fingerprints
+# ------------------------------------------------------------------------------ model files
 
 
-def _file_digest(path: Path, cache: dict) -> str:
-    key = (str(path), path.stat().st_size, path.stat().st_mtime_ns)
-    if key not in cache:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        cache[key] = digest.hexdigest()
-    return cache[key]
-
-
-def model_fingerprint(model_dir: Path) -> dict:
-    """Identity of a checkpoint: its config, and the names and sizes of its weight files.
-
-    Hashing the weights themselves would read 14 GB for LLaVA-1.5-7B; the config hash plus
-    the weight files' names and sizes identify a checkpoint in practice.
-    """
-    model_dir = Path(model_dir)
-    config = model_dir / "config.json"
-    if not config.is_file():
-        raise FileNotFoundError(
-            f"model checkpoint not found: {config} is missing. Point the profile's model at a "
-            "llava-hf-layout directory (config.json, *.safetensors, tokenizer and processor files)."
-        )
-    weights = sorted(p for p in model_dir.iterdir() if p.suffix in (".safetensors", ".bin"))
-    return {
-        "name": model_dir.name,
-        "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest(),
-        "weights": [[p.name, p.stat().st_size] for p in weights],
-    }
+def model_fingerprint(model_dir: Path, digests: runcache.DigestCache | None = None) -> dict:
+    """The checkpoint's identity by content (:func:`visprune.runcache.model_fingerprint`)."""
+    return runcache.model_fingerprint(model_dir, digests)
 
 
 def model_shape(model_dir: Path) -> tuple[int, int]:
     """(N visual tokens per image, language-model layers), read from ``config.json`` only."""
-    cfg = json.loads((Path(model_dir) / "config.json").read_text())
-    vision = cfg.get("vision_config", {})
-    text = cfg.get("text_config", {})
-    side = int(vision.get("image_size", 336)) // int(vision.get("patch_size", 14))
-    return side * side, int(text.get("num_hidden_layers", 32))
-
-
-# ------------------------------------------------------------------------------ cache files
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot store {type(value).__name__} in a record")
-
-
-def write_chunk(path: Path, records: list[dict]) -> None:
-    """Write one chunk: a JSON line per record, then a footer with the count and checksum."""
-    body = "".join(json.dumps(r, default=_json_default, sort_keys=True) + "\n" for r in records)
-    footer = {FOOTER_KEY: True, "n": len(records), "sha256": hashlib.sha256(body.encode()).hexdigest()}
-    _write_atomic(path, body + json.dumps(footer) + "\n")
-
-
-def read_chunk(path: Path, expected_ids: Sequence[str] | None = None) -> list[dict] | None:
-    """The records of a chunk, or None if it is corrupt, partial or not the expected samples."""
+    path = Path(model_dir) / "config.json"
     try:
-        text = path.read_text()
-        lines = text.splitlines(keepends=True)
-        footer = json.loads(lines[-1])
-        body = "".join(lines[:-1])
-        if not footer.get(FOOTER_KEY) or hashlib.sha256(body.encode()).hexdigest() != footer["sha256"]:
-            return None
-        records = [json.loads(line) for line in lines[:-1]]
-    except (OSError, ValueError, IndexError, KeyError):
-        return None
-    if len(records) != footer["n"]:
-        return None
-    if expected_ids is not None and [r["sample_id"] for r in records] != list(expected_ids):
-        return None
-    return records
+        cfg = json.loads(path.read_text())
+        vision = cfg.get("vision_config", {})
+        text = cfg.get("text_config", {})
+        side = int(vision.get("image_size", 336)) // int(vision.get("patch_size", 14))
+        return side * side, int(text.get("num_hidden_layers", 32))
+    except (ValueError, TypeError, AttributeError) as err:
+        raise ValueError(f"model config {path} is not a valid llava-hf config.json ({err}); restore it") from None
+
+
+def prompt_format(model_dir: Path) -> dict:
+    """The prompt format the checkpoint declares, as a plain dict (part of every run key)."""
+    from visprune import prompts
+
+    return prompts.read_prompt_format(model_dir).describe()
+
+
+def resolve_device_dtype(device: Any, dtype: Any) -> tuple[str, str]:
+    """(device, dtype) names as the model wrapper will use them, checked before any model loads.
+
+    ``device``: None (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``;
+    ``dtype``: None (bfloat16 on CUDA where supported, float16 on other CUDA devices, float32 on
+    CPU), a torch dtype or its name. Raises ValueError naming the parameter.
+    """
+    import torch
+
+    from visprune.model import default_device, default_dtype
+
+    if device is None:
+        dev = default_device()
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError, ValueError):
+            raise ValueError(f"device: {device!r} is not a device; use cpu, cuda or cuda:N") from None
+        if dev.type not in ("cpu", "cuda"):
+            raise ValueError(f"device: {device!r} is not supported; use cpu, cuda or cuda:N")
+        if dev.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ValueError(f"device: {device!r} was asked for but no CUDA device is available here; use --device cpu")
+            if dev.index is not None and dev.index >= torch.cuda.device_count():
+                raise ValueError(f"device: {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dtype is None:
+        dt = default_dtype(dev)
+    elif isinstance(dtype, torch.dtype):
+        dt = dtype
+    else:
+        dt = getattr(torch, str(dtype).replace("torch.", ""), None)
+        if not isinstance(dt, torch.dtype) or not dt.is_floating_point:
+            raise ValueError(f"dtype: {dtype!r} is not a floating-point torch dtype; use float32, float16 or bfloat16")
+    return str(dev), str(dt).replace("torch.", "")
 
 
 # ------------------------------------------------------------------------------ the engine
@@ -329,9 +428,9 @@ class Processes:
     """Where this process stands among the processes of an ``accelerate launch``.
 
     Started by ``accelerate launch --num_processes P ...`` (which sets ``WORLD_SIZE``), each
-    process computes the chunks whose index is its rank modulo P and writes them into the one
-    shared cache folder; all then wait for each other and read the merged table. Started
-    normally, there is one process and nothing to wait for.
+    process starts with the chunks whose index is its rank modulo P (then helps with any others
+    still free) and writes them into the one shared cache folder; all then wait for each other
+    and read the merged table. Started normally, there is one process and nothing to wait for.
     """
 
     def __init__(self) -> None:
@@ -362,9 +461,10 @@ class Evaluator:
 
     ``Evaluator(profile="toy")`` or ``Evaluator(resolve_profile("llava-1.5-7b", model=...))``;
     ``device``/``dtype`` are passed to :class:`visprune.model.PrunedLlava` (CUDA and half
-    precision when available, else CPU float32). ``batch_size`` is the number of images (and of
-    prompts) per forward pass; it does not change the records beyond float rounding and is
-    not part of the run key.
+    precision when available, else CPU float32; both checked and resolved before anything is
+    loaded, and the resolved dtype is part of every run key). ``batch_size`` is the number of
+    images (and of prompts) per forward pass; it moves records by float rounding only and is not
+    part of the run key (see the module docstring).
     """
 
     def __init__(
@@ -378,16 +478,19 @@ class Evaluator:
         model: Any = None,
     ) -> None:
         self.profile = resolve_profile(profile) if isinstance(profile, str) else profile
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+        _positive_int("batch_size", batch_size)
+        if device is not None or dtype is not None:
+            resolve_device_dtype(device, dtype)  # a bad device fails here, before any work
         self.device = device
         self.dtype = dtype
         self.batch_size = batch_size
         self.progress = progress
         self._llava = model
         self._processes: Processes | None = None
-        self._digests: dict = {}
+        self._digests: runcache.DigestCache | None = None
         self._truth: dict | None = None
+        self._resolved: tuple[str, str] | None = None
+        self.last_computed: list[int] = []  # chunk indices this evaluator computed in its last run
 
     @property
     def processes(self) -> "Processes":
@@ -396,48 +499,72 @@ class Evaluator:
             self._processes = Processes()
         return self._processes
 
+    @property
+    def digests(self) -> runcache.DigestCache:
+        """File digests, remembered in the results folder (each file is hashed once)."""
+        if self._digests is None:
+            results = Path(self.profile.results)
+            self._digests = runcache.DigestCache(results if results.is_dir() else None)
+        return self._digests
+
     # -- the model, loaded lazily
+
+    def device_and_dtype(self) -> tuple[str, str]:
+        """The resolved (device, dtype) names of this evaluator's model."""
+        if self._llava is not None:
+            return str(self._llava.device), str(self._llava.dtype).replace("torch.", "")
+        if self._resolved is None:
+            device = self.device if self.device is not None else self.processes.device
+            self._resolved = resolve_device_dtype(device, self.dtype)
+        return self._resolved
 
     @property
     def llava(self):
         """The :class:`visprune.model.PrunedLlava` (loaded on first use)."""
         if self._llava is None:
+            import torch
+
             from visprune.model import PrunedLlava
 
-            device = self.device if self.device is not None else self.processes.device
-            self._llava = PrunedLlava.from_pretrained(self.profile.model, device=device, dtype=self.dtype)
+            device, dtype = self.device_and_dtype()
+            try:
+                self._llava = PrunedLlava.from_pretrained(self.profile.model, device=device, dtype=getattr(torch, dtype))
+            except (OSError, RuntimeError, KeyError) as err:
+                if isinstance(err, FileNotFoundError):
+                    raise
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ValueError(f"model checkpoint {self.profile.model} could not be loaded: {first}") from None
         return self._llava
-
-    def _dtype_name(self) -> str:
-        if self._llava is not None:
-            return str(self._llava.dtype).replace("torch.", "")
-        if self.dtype is not None:
-            return str(self.dtype).replace("torch.", "")
-        import torch
-
-        if self.device not in (None, "cpu") or (self.device is None and torch.cuda.is_available()):
-            return "half"
-        return "float32"
 
     # -- keys and folders
 
+    def resolve(self, config: RunConfig) -> RunConfig:
+        """``config`` with every default filled in: method parameters (completed and normalised),
+        and for CHAIR the profile's protocol (number of images, new tokens)."""
+        params = complete_params(config.method, config.params) if config.method != "none" else {}
+        if config.dataset == "chair":
+            n = config.n_samples if config.n_samples is not None else self.profile.chair_images
+            tokens = config.max_new_tokens if config.max_new_tokens is not None else self.profile.caption_tokens
+            return replace(config, params=params, n_samples=n, max_new_tokens=tokens)
+        return replace(config, params=params)
+
     def run_key(self, config: RunConfig, samples: Sequence) -> tuple[str, dict]:
-        """(fingerprint, the full description it hashes) of a run."""
+        """(fingerprint, the full description it hashes) of a run (``config`` resolved first)."""
+        config = self.resolve(config)
         files = [p for p in dataset_files(self.profile, config.dataset) if p.is_file()]
         description = {
             "engine_version": ENGINE_VERSION,
-            "model": model_fingerprint(self.profile.model),
-            "dtype": self._dtype_name(),
+            "model": model_fingerprint(self.profile.model, self.digests),
+            "dtype": self.device_and_dtype()[1],
             "dataset": {
                 "name": config.dataset,
                 "profile": self.profile.name,
-                "files": {p.name: _file_digest(p, self._digests) for p in files},
+                "files": {p.name: self.digests.digest(p) for p in files},
                 "sample_ids_sha256": hashlib.sha256("\n".join(s.sample_id for s in samples).encode()).hexdigest(),
                 "n_samples": len(samples),
             },
             "config": config.key_dict(),
-            "prompt": {"system": prompts.LLAVA_SYSTEM, "pope_suffix": prompts.POPE_SUFFIX,
-                       "scienceqa_suffix": prompts.SCIENCEQA_SUFFIX, "caption": prompts.CAPTION_PROMPT},
+            "prompt": prompt_format(self.profile.model),
         }
         digest = hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()
         return digest[:16], description
@@ -454,13 +581,18 @@ class Evaluator:
         from visprune.data import caption_samples
         from visprune.image_stats import erank_batch
 
+        self.profile.require("chair")
         ensure_toy_world(self.profile)
-        fp = model_fingerprint(self.profile.model)
-        tag = hashlib.sha256(json.dumps([fp, self._dtype_name(), n_images, str(self.profile.coco_instances)],
+        runcache.check_writable_dir(self.profile.results)
+        fp = model_fingerprint(self.profile.model, self.digests)
+        tag = hashlib.sha256(json.dumps([fp, self.device_and_dtype()[1], n_images, str(self.profile.coco_instances)],
                                         sort_keys=True).encode()).hexdigest()[:16]
         path = Path(self.profile.results) / "erank_ref" / f"{tag}.json"
         if path.is_file():
-            return float(json.loads(path.read_text())["erank_ref"])
+            try:
+                return float(json.loads(path.read_text())["erank_ref"])
+            except (ValueError, KeyError, TypeError):
+                pass  # damaged: measure again
         samples = caption_samples(self.profile.coco_instances, self.profile.coco_images)[:n_images]
         values = []
         for start in range(0, len(samples), self.batch_size):
@@ -469,11 +601,14 @@ class Evaluator:
                 values.append(erank_batch(self.llava.encode_images(batch).features.float()).cpu())
         value = float(torch.cat(values).double().mean())
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, json.dumps({"erank_ref": value, "n_images": len(samples), "model": fp}))
+        runcache.write_atomic(path, json.dumps({"erank_ref": value, "n_images": len(samples), "model": fp}))
         return value
 
     def validate(self, config: RunConfig) -> None:
-        """Check a configuration against the checkpoint's shape, without loading weights."""
+        """Check a configuration against the checkpoint's shape and the profile's paths, without
+        loading weights."""
+        validate_config(config)
+        self.profile.require(config.dataset)
         n_tokens, n_layers = model_shape(self.profile.model) if (Path(self.profile.model) / "config.json").is_file() else (None, None)
         validate_config(config, n_tokens, n_layers)
 
@@ -482,54 +617,85 @@ class Evaluator:
     def run(self, config: RunConfig) -> pd.DataFrame:
         """The per-sample records of one run (from the cache when it is complete)."""
         self.validate(config)
-        model_fingerprint(self.profile.model)  # a missing checkpoint fails here, before any work
+        config = self.resolve(config)
+        model_fingerprint(self.profile.model, self.digests)  # a missing or corrupt checkpoint fails here
+        runcache.check_writable_dir(self.profile.results)
+        self._digests = None  # the results folder exists now: remember digests there
         samples = load_samples(self.profile, config)
         if not samples:
             raise ValueError(f"dataset {config.dataset!r}: no samples to evaluate")
         key, description = self.run_key(config, samples)
         folder = self.run_dir(config, key)
-        done = folder / "done.json"
         chunks = plan_chunks(samples, config.chunk_size)
-        if done.is_file():
-            records = self._load_records(folder, chunks, samples)
-            if records is not None:
-                return self._table(records, config)
-        procs = self.processes
-        if procs.rank == 0:  # one process prepares the folder while the others wait
-            folder.mkdir(parents=True, exist_ok=True)
-            _write_atomic(folder / "config.json", json.dumps(
-                {"key": key, **description, "profile": self.profile.describe(), "run_config": asdict(config)},
-                indent=2, sort_keys=True, default=str))
-            for stale in folder.glob(".*.tmp"):
-                stale.unlink(missing_ok=True)
-            for index, positions in enumerate(chunks):
-                path = folder / f"chunk-{index:05d}.jsonl"
-                if path.is_file() and read_chunk(path, [samples[p].sample_id for p in positions]) is None:
-                    path.unlink()  # corrupt or partial: redo it
-        procs.barrier()
+        ids = [[samples[p].sample_id for p in positions] for positions in chunks]
+        self.last_computed = []
+        started = time.time_ns()
 
-        todo = [i for i in range(len(chunks)) if not (folder / f"chunk-{i:05d}.jsonl").is_file()]
-        mine = [i for i in todo if i % procs.world == procs.rank]  # this process's shard
-        bar = self._progress_bar(config, total=sum(len(chunks[i]) for i in mine))
+        def valid(index: int) -> bool:
+            """Chunk ``index`` is on disk for this run and needs no retry in this call."""
+            path = folder / f"chunk-{index:05d}.jsonl"
+            records = read_chunk(path, ids[index], key)
+            if records is None:
+                return False
+            if any(r.get("status") != "ok" for r in records):  # failed images: retry once per call
+                try:
+                    return path.stat().st_mtime_ns >= started
+                except OSError:
+                    return False
+            return True
+
+        if (folder / "done.json").is_file() and all(valid(i) for i in range(len(chunks))):
+            return self._table(self._load_records(folder, chunks, samples, key), config)
+
+        folder.mkdir(parents=True, exist_ok=True)
+        locks = folder / ".locks"
+        with runcache.file_lock(locks / "run.lock"):
+            runcache.remove_stale_temporaries(folder, "config.json")
+            runcache.write_atomic(folder / "config.json", json.dumps(
+                {"key": key, **description, "profile": self.profile.describe(), "run_config": asdict(config),
+                 "batch_size": self.batch_size}, indent=2, sort_keys=True, default=str))
+
+        procs = self.processes
+        order = sorted(range(len(chunks)), key=lambda i: (i % procs.world != procs.rank, i))  # own shard first
+        todo = [i for i in order if not valid(i)]
+        bar = self._progress_bar(config, total=sum(len(chunks[i]) for i in todo))
         try:
-            for index in mine:
-                records = self._compute(config, [samples[p] for p in chunks[index]], chunks[index])
-                write_chunk(folder / f"chunk-{index:05d}.jsonl", records)
-                if bar is not None:
-                    bar.update(len(records))
+            waiting = []
+            for index in todo:  # chunks nobody holds, without waiting
+                if not self._compute_chunk(config, samples, chunks, index, key, folder, valid, bar, blocking=False):
+                    waiting.append(index)
+            for index in waiting:  # chunks another process was computing: wait, then check
+                self._compute_chunk(config, samples, chunks, index, key, folder, valid, bar, blocking=True)
         finally:
             if bar is not None:
                 bar.close()
         procs.barrier()
 
-        all_records = self._load_records(folder, chunks, samples)
+        all_records = self._load_records(folder, chunks, samples, key)
         if all_records is None:
             raise RuntimeError(f"{folder}: some chunks are missing or corrupt after the run; run it again to redo them")
-        if procs.rank == 0:
-            _write_atomic(done, json.dumps({"key": key, "n_records": len(all_records), "n_chunks": len(chunks),
-                                            "processes": procs.world,
-                                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+        with runcache.file_lock(locks / "run.lock"):
+            runcache.remove_stale_temporaries(folder, "done.json")
+            runcache.write_atomic(folder / "done.json", json.dumps(
+                {"key": key, "n_records": len(all_records), "n_chunks": len(chunks), "processes": procs.world,
+                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
         return self._table(all_records, config)
+
+    def _compute_chunk(self, config, samples, chunks, index, key, folder, valid, bar, blocking: bool) -> bool:
+        """Compute chunk ``index`` under its lock unless it is valid by then; False if the lock
+        was busy (only when ``blocking`` is False)."""
+        name = f"chunk-{index:05d}.jsonl"
+        with runcache.file_lock(folder / ".locks" / f"{name}.lock", blocking=blocking) as held:
+            if not held:
+                return False
+            if not valid(index):  # another process may have finished it meanwhile
+                runcache.remove_stale_temporaries(folder, name)  # only ever this chunk's, under its lock
+                records = self._compute(config, [samples[p] for p in chunks[index]], chunks[index])
+                write_chunk(folder / name, records, key)
+                self.last_computed.append(index)
+            if bar is not None:
+                bar.update(len(chunks[index]))
+        return True
 
     def grid(self, configs: Iterable[RunConfig]) -> pd.DataFrame:
         """Run every configuration (all validated first) and return one tidy table.
@@ -544,10 +710,10 @@ class Evaluator:
         tables = [self.run(config) for config in configs]
         return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
-    def _load_records(self, folder: Path, chunks: list[list[int]], samples: Sequence) -> list[dict] | None:
+    def _load_records(self, folder: Path, chunks: list[list[int]], samples: Sequence, key: str) -> list[dict] | None:
         records: list[dict] = []
         for index, positions in enumerate(chunks):
-            found = read_chunk(folder / f"chunk-{index:05d}.jsonl", [samples[p].sample_id for p in positions])
+            found = read_chunk(folder / f"chunk-{index:05d}.jsonl", [samples[p].sample_id for p in positions], key)
             if found is None:
                 return None
             records.extend(found)
@@ -599,7 +765,7 @@ class Evaluator:
         visions, selections, kept_erank = [], [], []
         for start in range(0, len(ok_ids), self.batch_size):
             batch_ids = ok_ids[start : start + self.batch_size]
-            vision = llava.encode_images([images[i] for i in batch_ids])
+            vision = llava.encode_images([images[i] for i in batch_ids], preprocess=config.preprocess)
             features = vision.features.float()
             erank_image = erank_batch(features)  # (B,), the image's diversity, reused by "adaptive"
             entropy = attention_entropy_batch(vision.cls_attention.float()).cpu()
@@ -676,6 +842,7 @@ class Evaluator:
                             "pred_answer": batch_samples[j].answers[pred],
                             "correct": bool(pred == batch_samples[j].label),
                             "answer_mass": float(out.answer_mass[j]),
+                            "answer_token_ids": [list(map(int, ids)) for ids in out.answer_ids[j]],
                         })
                 if selection.keep is not None:  # chosen per image: one erank per image, shared
                     erank_kept = kept_erank[b][torch.as_tensor(image_index)]
@@ -744,10 +911,45 @@ def summarize(records: pd.DataFrame, n_bins: int = 15, ground_truth: dict | None
         out["aurc"] = metrics.aurc(confidence, correct)
         out["eaurc"] = metrics.eaurc(confidence, correct)
         out["answer_mass"] = float(ok["answer_mass"].mean())
+        message = answer_mass_warning(records)
+        if message:
+            warnings.warn(message, LowAnswerMassWarning, stacklevel=2)
         if list(ok["answers"].iloc[0]) == ["yes", "no"]:
             preds = ok["prediction"].to_numpy(dtype=int)
             out.update(metrics.pope_scores(preds, labels))
     return out
+
+
+class LowAnswerMassWarning(UserWarning):
+    """The model puts little first-token probability on the answer set (DESIGN.md section 5)."""
+
+
+def answer_mass_warning(records: pd.DataFrame, threshold: float = LOW_ANSWER_MASS) -> str | None:
+    """A one-line warning per run whose mean answer-set mass is below ``threshold``, else None.
+
+    The answer-set mass is the full-vocabulary probability of the answer tokens before
+    renormalising; a mean below 0.5 means the model mostly wants to say something else first,
+    which points to a prompt-format or tokenizer mismatch: the renormalised probabilities then
+    describe a small corner of the model's distribution. Runs are named by their ``run`` column
+    (and data set) when the records have one.
+    """
+    if "answer_mass" not in records or records.empty:
+        return None
+    ok = records[(records["status"] == "ok") & records["answer_mass"].notna()]
+    if ok.empty:
+        return None
+    keys = [c for c in ("dataset", "run") if c in ok.columns]
+    groups = ok.groupby(keys, sort=False) if keys else [((), ok)]
+    low = []
+    for key, group in groups:
+        mass = float(group["answer_mass"].mean())
+        if mass < threshold:
+            name = " ".join(str(k) for k in (key if isinstance(key, tuple) else (key,))) or "this run"
+            low.append(f"{name} ({mass:.2f})")
+    if not low:
+        return None
+    return (f"low answer-set mass in {', '.join(low)}: the mean first-token probability of the answers is "
+            f"below {threshold}; the prompt format or tokenizer may not match the model")
 
 
 def _ragged_calibration(ok: pd.DataFrame, labels: np.ndarray, n_bins: int) -> dict:

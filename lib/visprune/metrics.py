@@ -77,6 +77,8 @@ POPE_YES: int = POPE_ANSWERS.index("yes")
 
 def _predictions(pred: Any, name: str = "pred") -> np.ndarray:
     """Predicted class indices (n,): ``pred`` itself if 1-D, the row-wise argmax if (n, C) probabilities."""
+    if v.holds_bool(pred):  # checked on the input: np.asarray([True, 0]) is an int array
+        return v.integer_vector(pred, name)  # raises, naming ``name``
     arr = v.to_numpy(pred, name)
     if arr.ndim == 2:
         _, native = v.probability_matrix(arr, name)
@@ -84,15 +86,29 @@ def _predictions(pred: Any, name: str = "pred") -> np.ndarray:
     return v.integer_vector(arr, name)
 
 
-def _pred_and_labels(pred: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-    p = _predictions(pred)
-    y = v.integer_vector(labels, "labels")
+def _n_columns(pred: Any) -> int | None:
+    """The number of classes when ``pred`` is an (n, C) probability matrix, else None."""
+    shape = getattr(pred, "shape", None)
+    if shape is None:
+        if not isinstance(pred, (list, tuple)) or not pred or not isinstance(pred[0], (list, tuple)):
+            return None
+        return len(pred[0])
+    return int(shape[1]) if len(shape) == 2 else None
+
+
+def _pred_and_labels(pred: Any, labels: Any, n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Validated predictions and labels; with (n, C) probabilities the labels must be below C."""
+    p = _predictions(pred) if n_classes is None else v.integer_vector(_predictions(pred), "pred", n_classes)
+    y = v.integer_vector(labels, "labels", n_classes=n_classes if n_classes is not None else _n_columns(pred))
     v.same_length(pred=p, labels=y)
     return p, y
 
 
-def _check_positive(positive: Any) -> int:
-    return v.positive_int(positive, "positive", minimum=0)
+def _check_positive(positive: Any, n_classes: int | None = None) -> int:
+    positive = v.positive_int(positive, "positive", minimum=0)
+    if n_classes is not None and positive >= n_classes:
+        raise ValueError(f"positive: must be a class index below {n_classes}, got {positive}")
+    return positive
 
 
 def accuracy(pred: Any, labels: Any) -> float:
@@ -110,7 +126,7 @@ def accuracy(pred: Any, labels: Any) -> float:
 
 def _confusion(pred: Any, labels: Any, positive: int) -> tuple[int, int, int, int]:
     p, y = _pred_and_labels(pred, labels)
-    positive = _check_positive(positive)
+    positive = _check_positive(positive, _n_columns(pred))
     tp = int(np.sum((p == positive) & (y == positive)))
     fp = int(np.sum((p == positive) & (y != positive)))
     fn = int(np.sum((p != positive) & (y == positive)))
@@ -160,7 +176,7 @@ def yes_ratio(pred: Any, positive: int = POPE_YES) -> float:
     0.75
     """
     p = _predictions(pred)
-    return float(np.mean(p == _check_positive(positive)))
+    return float(np.mean(p == _check_positive(positive, _n_columns(pred))))
 
 
 def pope_scores(pred: Any, labels: Any, positive: int = POPE_YES) -> dict[str, float]:
@@ -169,9 +185,18 @@ def pope_scores(pred: Any, labels: Any, positive: int = POPE_YES) -> dict[str, f
     ``pred`` and ``labels`` are indices into ``visprune.prompts.POPE_ANSWERS`` (yes = 0, no = 1),
     or ``pred`` is (n, 2) probabilities in that order.
 
+    Every prediction and label must be 0 or 1 (booleans are rejected: which of yes and no
+    would ``True`` be?), and (n, C) probabilities must have C = 2 columns.
+
     >>> pope_scores([0, 0, 1, 0], [0, 1, 1, 0])["f1"]
     0.8
     """
+    n_answers = len(POPE_ANSWERS)
+    columns = _n_columns(pred)
+    if columns is not None and columns != n_answers:
+        raise ValueError(f"pred: POPE probabilities must have {n_answers} columns (yes, no), got {columns}")
+    _pred_and_labels(pred, labels, n_classes=n_answers)  # 0 = yes, 1 = no: anything else is an error
+    _check_positive(positive, n_answers)
     return {
         "accuracy": accuracy(pred, labels),
         "precision": precision(pred, labels, positive),
@@ -200,7 +225,13 @@ def bin_index(confidence: np.ndarray, n_bins: int) -> np.ndarray:
     in bin 7 of 10, just as float64 ``0.2`` lands in bin 1 of 5. The index comes from a search
     over the edges, never from ``floor(c * B)``, which rounding can push across an edge.
     """
-    conf = np.asarray(confidence)
+    if v.holds_bool(confidence):
+        raise ValueError("confidence: must hold probabilities (floats), got booleans")
+    conf = v.to_numpy(confidence, "confidence")
+    if not (np.issubdtype(conf.dtype, np.integer) or np.issubdtype(conf.dtype, np.floating)):
+        raise ValueError(f"confidence: must hold real numbers, got dtype {conf.dtype}")
+    if conf.size and not (np.all(np.isfinite(conf)) and conf.min() >= -v.RANGE_TOL and conf.max() <= 1 + v.RANGE_TOL):
+        raise ValueError("confidence: must hold finite probabilities in [0, 1] (no NaN)")
     dtype = conf.dtype if np.issubdtype(conf.dtype, np.floating) else np.dtype(np.float64)
     edges = bin_edges(n_bins).astype(dtype)  # (B + 1,)
     idx = np.searchsorted(edges, conf.astype(dtype), side="right") - 1  # edges[idx] <= c < edges[idx + 1]
@@ -875,12 +906,18 @@ def _resamplable(arrays: Sequence[Any], name: str) -> list[np.ndarray]:
     return out
 
 
-def _check_bootstrap_args(metric: Any, n_resamples: Any, level: Any) -> int:
+def _check_bootstrap_args(metric: Any, n_resamples: Any, level: Any, seed: Any = 0) -> int:
     if not callable(metric):
         raise ValueError(f"metric: must be a function of the arrays, got {type(metric).__name__}")
     n_resamples = v.positive_int(n_resamples, "n_resamples")
     if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
         raise ValueError(f"level: must be a number strictly between 0 and 1 (e.g. 0.95), got {level!r}")
+    if v.holds_bool(seed):
+        raise ValueError(f"seed: must be an integer >= 0 (or a numpy SeedSequence or Generator), got {seed!r}")
+    try:
+        np.random.default_rng(seed)  # a Generator comes back unchanged: nothing is drawn here
+    except (TypeError, ValueError):
+        raise ValueError(f"seed: must be an integer >= 0 (or a numpy SeedSequence or Generator), got {seed!r}") from None
     return n_resamples
 
 
@@ -926,7 +963,7 @@ def bootstrap_ci(
     >>> bool(low < correct.mean() < high)
     True
     """
-    n_resamples = _check_bootstrap_args(metric, n_resamples, level)
+    n_resamples = _check_bootstrap_args(metric, n_resamples, level, seed)
     if not arrays:
         raise ValueError("arrays: give at least one array to resample")
     data = _resamplable(arrays, "arrays")
@@ -957,7 +994,7 @@ def bootstrap_diff_ci(
     >>> bootstrap_diff_ci(brier, (p, y), (p, y), n_resamples=50)
     (0.0, 0.0)
     """
-    n_resamples = _check_bootstrap_args(metric, n_resamples, level)
+    n_resamples = _check_bootstrap_args(metric, n_resamples, level, seed)
     groups = {}
     for name, group in (("arrays_a", arrays_a), ("arrays_b", arrays_b)):
         if not isinstance(group, tuple):

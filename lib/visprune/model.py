@@ -22,10 +22,13 @@ Conventions (ALGORITHMS.md, "Pruning methods"):
   projecting all and indexing), and the prompt holds exactly K visual tokens at consecutive
   positions: the sequence simply is K tokens shorter than the unpruned one.
 - "none": all N tokens through the same code path.
-- "fastv": all N tokens enter; layers 0..L-1 see them all; at layer L the last prompt token's
-  attention (mean over heads) picks K, and the others are dropped from layer L on. The kept
-  tokens and everything after them keep their original position ids, and during generation
-  the caches of layers >= L only ever hold the kept tokens.
+- "fastv" (ALGORITHMS.md, "FastV", as the released code does it): all N tokens enter and
+  layers 0..L-1 see them all; inside layer L-1 the last prompt token's attention (the
+  probabilities layer L-1 computes, mean over heads) picks K, and the others are dropped from
+  layer L on (default L = 2; ``ranking="same"`` ranks with layer L's own attention instead, the
+  only ranking that allows L = 0). Parameters: ``visprune.fastv.fastv_params``. The kept tokens
+  and everything after them keep their original position ids, and during generation the caches
+  of layers >= L only ever hold the kept tokens.
 - Batches are left-padded (every prompt's last token sits at the last position) with an
   explicit 4-D causal + padding attention bias and position ids counted over real tokens only,
   so a prompt scores the same alone or in a padded batch.
@@ -48,11 +51,19 @@ import torch
 from torch import nn
 
 from visprune import fastv as _fastv
-from visprune.prompts import IMAGE_TOKEN, answer_variants, conversation
+from visprune.prompts import DEFAULT_PROMPT_FORMAT, IMAGE_TOKEN, PromptFormat, answer_variants, read_prompt_format
 
 PRE_LLM_METHODS = ("random", "saliency", "scope", "divprune", "adaptive")
+#: Image preprocessing (DESIGN.md section 5): "pad" = LLaVA-1.5's evaluation (``image_aspect_ratio:
+#: pad``: expand to a square with the processor's mean colour, then the processor); "crop" = the
+#: processor alone (resize the shortest edge, centre crop).
+PREPROCESS = ("pad", "crop")
 METHODS = ("none", "fastv", *PRE_LLM_METHODS)
-FASTV_DEFAULT_LAYER = 2
+FASTV_DEFAULT_LAYER = _fastv.DEFAULT_LAYER  # declared with FastV's other defaults in fastv.fastv_params
+#: The feature space each pre-LLM selector ranks in by default (ALGORITHMS.md, "DivPrune": the
+#: released DivPrune code measures distances on the projected tokens); any other: "vision".
+DEFAULT_FEATURE_SPACE = {"divprune": "projected"}
+FEATURE_SPACES = ("vision", "projected")
 ANSWER_CONTEXT = "ASSISTANT:"  # the prompt's last words: answer variants are tokenised after them
 
 # What a llava-hf checkpoint directory must hold; each entry: (what it is, accepted file names).
@@ -203,6 +214,8 @@ class ScoreOutput:
       before renormalising (in [0, 1]).
     - ``keep`` (P, K) long: the visual tokens each prompt's image kept (indices into 0..N-1).
     - ``answer_sets``: each prompt's answers, in the order of ``probs``' columns.
+    - ``answer_ids``: per prompt, per answer (same order), the token ids whose mass was summed
+      for it (``PrunedLlava.answer_token_ids``: the single-token variants), for the run's records.
     """
 
     probs: torch.Tensor
@@ -210,6 +223,7 @@ class ScoreOutput:
     answer_mass: torch.Tensor
     keep: torch.Tensor
     answer_sets: list[tuple[str, ...]]
+    answer_ids: list[list[list[int]]] = field(default_factory=list)
 
     def probs_list(self) -> list[np.ndarray]:
         """One float32 array per prompt, over its own answer set (no padding)."""
@@ -242,10 +256,13 @@ class GenerationOutput:
 class PrunedLlava:
     """A llava-hf ``LlavaForConditionalGeneration`` with visual-token pruning.
 
-    ``PrunedLlava(model, processor, device=None, dtype=None)`` wraps a built model (moved and
-    cast in place, put in eval mode); ``PrunedLlava.from_pretrained(path)`` loads a local
-    checkpoint directory. ``device`` defaults to CUDA when available, else CPU; ``dtype`` to
-    bfloat16 on CUDA (float16 where bfloat16 is unsupported) and float32 on CPU.
+    ``PrunedLlava(model, processor, device=None, dtype=None, prompt_format=None)`` wraps a built
+    model (moved and cast in place, put in eval mode); ``PrunedLlava.from_pretrained(path)`` loads
+    a local checkpoint directory. ``device`` defaults to CUDA when available, else CPU; ``dtype``
+    to bfloat16 on CUDA (float16 where bfloat16 is unsupported) and float32 on CPU.
+    ``prompt_format`` (``self.prompt_format``) is the conversation format the model was trained
+    with (DESIGN.md section 5): LLaVA-1.5's ``prompts.VICUNA_V1`` by default; ``from_pretrained``
+    reads the checkpoint's declaration (``prompts.read_prompt_format``).
 
     Typical use (one image, several questions)::
 
@@ -265,6 +282,7 @@ class PrunedLlava:
         processor: Any,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        prompt_format: PromptFormat | None = None,
     ):
         for attr in ("vision_tower", "multi_modal_projector", "language_model"):
             if not hasattr(getattr(model, "model", None), attr) or not hasattr(model, "lm_head"):
@@ -291,6 +309,11 @@ class PrunedLlava:
             )
         if processor is None or not hasattr(processor, "tokenizer") or not hasattr(processor, "image_processor"):
             raise ValueError("processor: expected a LlavaProcessor (with .tokenizer and .image_processor)")
+        if prompt_format is not None and not isinstance(prompt_format, PromptFormat):
+            raise ValueError(
+                f"prompt_format: expected a visprune.prompts.PromptFormat (e.g. prompts.VICUNA_V1), "
+                f"got {type(prompt_format).__name__}"
+            )
 
         self.device = torch.device(device) if device is not None else default_device()
         self.dtype = dtype if dtype is not None else default_dtype(self.device)
@@ -300,6 +323,7 @@ class PrunedLlava:
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.config = config
+        self.prompt_format = prompt_format if prompt_format is not None else DEFAULT_PROMPT_FORMAT
 
         self.image_token = getattr(processor, "image_token", None) or IMAGE_TOKEN
         self.image_token_id = int(config.image_token_id)
@@ -325,29 +349,42 @@ class PrunedLlava:
         path: str | Path,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        prompt_format: PromptFormat | None = None,
     ) -> "PrunedLlava":
         """Load a llava-hf layout checkpoint from a local directory; nothing is ever downloaded.
 
         The directory must hold ``config.json``, safetensors weights (``model.safetensors``, or
-        ``model.safetensors.index.json`` and its shards), the tokenizer (``tokenizer.json`` or
+        ``model.safetensors.index.json`` and its shards, with the transformers 4.x names of the
+        hub's llava-hf repositories or the current ones), the tokenizer (``tokenizer.json`` or
         ``tokenizer.model``, with ``tokenizer_config.json``) and the image processor config
         (``preprocessor_config.json`` or ``processor_config.json``). A missing directory or
         file raises FileNotFoundError naming the path and what belongs there.
+        ``prompt_format`` defaults to the checkpoint's declaration (``prompt_format.json``, read
+        by ``prompts.read_prompt_format``; LLaVA-1.5's format when there is none).
         """
         from transformers import AutoProcessor, LlavaForConditionalGeneration
 
         root = check_checkpoint_dir(path)
+        if prompt_format is None:
+            prompt_format = read_prompt_format(root)  # before the weights: a malformed file fails fast
         device = torch.device(device) if device is not None else default_device()
         dtype = dtype if dtype is not None else default_dtype(device)
-        model = LlavaForConditionalGeneration.from_pretrained(
+        model, loading = LlavaForConditionalGeneration.from_pretrained(
             str(root),
             dtype=dtype,
             device_map={"": str(device)},  # weights go straight to the device
             local_files_only=True,
             attn_implementation="sdpa",
+            output_loading_info=True,
         )
+        missing = sorted(loading.get("missing_keys") or [])
+        if missing:
+            raise ValueError(
+                f"LLaVA checkpoint {root}: its weights lack {len(missing)} parameters the model needs "
+                f"(e.g. {', '.join(missing[:3])}); they would be random. Use a complete llava-hf checkpoint."
+            )
         processor = AutoProcessor.from_pretrained(str(root), local_files_only=True)
-        return cls(model, processor, device=device, dtype=dtype)
+        return cls(model, processor, device=device, dtype=dtype, prompt_format=prompt_format)
 
     # ---------------------------------------------------------------- small helpers
 
@@ -375,17 +412,46 @@ class PrunedLlava:
         return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
 
     def build_prompt(self, question: str) -> str:
-        """LLaVA-1.5's conversation around ``question`` (``visprune.prompts.conversation``)."""
+        """The model's conversation around ``question`` (``self.prompt_format``, DESIGN.md section 5).
+
+        LLaVA-1.5: ``"{system} USER: <image>\\n{question} ASSISTANT:"`` with ``conv_vicuna_v1``'s
+        system sentence.
+        """
         if not isinstance(question, str):
             raise ValueError(f"questions: expected strings, got {type(question).__name__}")
         if self.image_token in question:
             raise ValueError(
                 f"questions: pass the question only; {self.image_token!r} is placed by the prompt format"
             )
-        return conversation(question, image_token=self.image_token)
+        return self.prompt_format.conversation(question, image_token=self.image_token)
 
-    def pixel_values(self, images: Any) -> torch.Tensor:
-        """Images (PIL images, arrays, or a list of them) -> (B, 3, H, W) pixel values on the model's device."""
+    @property
+    def pad_colour(self) -> tuple[int, ...]:
+        """The square canvas colour of ``preprocess="pad"``: the processor's mean, in 0..255.
+
+        As LLaVA's ``tuple(int(x * 255) for x in image_processor.image_mean)`` (truncated, not rounded).
+        """
+        mean = getattr(self.processor.image_processor, "image_mean", None)
+        if mean is None:
+            raise ValueError("processor: the image processor has no image_mean; use preprocess='crop'")
+        mean = [mean] * 3 if isinstance(mean, (int, float)) else list(mean)
+        return tuple(int(x * 255) for x in mean)
+
+    def pixel_values(self, images: Any, preprocess: str = "pad") -> torch.Tensor:
+        """Images -> (B, 3, H, W) pixel values on the model's device (DESIGN.md section 5).
+
+        ``images``: a PIL image, an (H, W, 3) uint8 array, or a list of them; a (B, 3, H, W)
+        tensor is taken as pixel values already. ``preprocess``:
+
+        - ``"pad"`` (default; LLaVA-1.5's evaluation, ``image_aspect_ratio: pad``): each image
+          in RGB is pasted centred on a square of side max(w, h) filled with ``pad_colour``
+          (:func:`expand_to_square`), then goes through the checkpoint's image processor, whose
+          resize and centre crop then keep the whole image;
+        - ``"crop"``: the image processor alone (shortest edge resized, centre crop: the parts
+          of a non-square image beyond the central square are cut away).
+        """
+        if preprocess not in PREPROCESS:
+            raise ValueError(f"preprocess: expected one of {', '.join(PREPROCESS)}, got {preprocess!r}")
         if isinstance(images, torch.Tensor):
             if images.dim() != 4:
                 raise ValueError(f"images: a pixel tensor must be (B, 3, H, W), got shape {tuple(images.shape)}")
@@ -394,6 +460,9 @@ class PrunedLlava:
             batch = list(images) if isinstance(images, (list, tuple)) else [images]
             if not batch:
                 raise ValueError("images: got an empty list")
+            if preprocess == "pad":
+                colour = self.pad_colour
+                batch = [expand_to_square(_as_rgb(im), colour) for im in batch]
             pixels = self.processor.image_processor(images=batch, return_tensors="pt")["pixel_values"]
         return pixels.to(device=self.device, dtype=self.dtype)
 
@@ -405,18 +474,19 @@ class PrunedLlava:
         return body.encoder.layers
 
     @torch.inference_mode()
-    def encode_images(self, images: Any) -> VisionOutput:
+    def encode_images(self, images: Any, preprocess: str = "pad") -> VisionOutput:
         """Run the vision tower once per image: patch features and CLS attention at the feature layer.
 
-        ``images``: PIL images / arrays (processed by the checkpoint's image processor) or a
-        (B, 3, H, W) pixel tensor. The features are ``hidden_states[vision_feature_layer]``
+        ``images``: PIL images / arrays (prepared by ``pixel_values(images, preprocess)``:
+        ``"pad"``, LLaVA-1.5's square padding, by default, or ``"crop"``) or a (B, 3, H, W)
+        pixel tensor. The features are ``hidden_states[vision_feature_layer]``
         without CLS (as LLaVA feeds its projector). The CLS attention belongs to the encoder
         layer that produced them (``hidden_states[l]`` is the output of layer l-1): its input
         ``hidden_states[l-1]`` goes through that layer's first LayerNorm and q/k projections,
         and only the CLS query's softmax row is formed (summed over heads), so the tower keeps
         its fast attention kernel.
         """
-        pixels = self.pixel_values(images)
+        pixels = self.pixel_values(images, preprocess)
         tower = self.model.model.vision_tower
         out = tower(pixels, output_hidden_states=True)
         hidden = out.hidden_states  # n_layers + 1 tensors (B, 1 + N, d): embeddings, then each layer
@@ -457,24 +527,30 @@ class PrunedLlava:
         vision: VisionOutput,
         method: str,
         k: int | None = None,
-        feature_space: str = "vision",
+        feature_space: str | None = None,
         **params: Any,
     ) -> Selection:
         """Choose the visual tokens to keep for each image (ALGORITHMS.md, "Pruning methods").
 
         - ``"none"``: all N tokens (``k`` must be None or N).
-        - ``"fastv"``: nothing is chosen here; returns L (``layer``, default 2) and ``k`` for the
-          language model to use per prompt.
+        - ``"fastv"``: nothing is chosen here; returns FastV's parameters (``layer`` L, default
+          2, and ``ranking``, default "previous"; ``visprune.fastv.fastv_params``) and ``k``
+          for the language model to use per prompt.
         - ``"random"``, ``"saliency"``, ``"scope"``, ``"divprune"``, ``"adaptive"``:
           ``visprune.pruning.select(method, features, cls_attention, k, **params)`` on float32
           copies (``return_info=True`` keeps the selector's diagnostics in ``Selection.info``).
-          ``feature_space="projected"`` hands the selector the projected tokens
-          (the language model's inputs) instead of the vision features (DivPrune's released code).
+          ``feature_space`` picks the features the selector sees: ``"vision"`` (the vision
+          features X) or ``"projected"`` (the projector's outputs, the language model's
+          inputs); the default is ``feature_space_default(method)``: "projected" for DivPrune
+          (ALGORITHMS.md, "DivPrune", as its released code does), "vision" for the others.
+          ``Selection.params`` records the feature space used.
         """
         if method not in METHODS:
             raise ValueError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
-        if feature_space not in ("vision", "projected"):
-            raise ValueError(f"feature_space: expected 'vision' or 'projected', got {feature_space!r}")
+        if method in ("none", "fastv") and feature_space is not None:
+            raise ValueError(
+                f"feature_space: applies to the pre-LLM selectors only, not to method {method!r}; leave it unset"
+            )
         n = vision.num_tokens
         if method == "none":
             if params:
@@ -487,15 +563,18 @@ class PrunedLlava:
             raise ValueError(f"k: the number of kept tokens must be an int in 1..{n}, got {k!r}")
         k = int(k)
         if method == "fastv":
-            layer = params.pop("layer", FASTV_DEFAULT_LAYER)
-            if params:
-                raise ValueError(f"params: FastV takes only 'layer', got {sorted(params)}")
-            if not isinstance(layer, (int, np.integer)) or not 0 <= int(layer) < self.num_layers:
-                raise ValueError(f"layer: FastV's layer L must be an int in 0..{self.num_layers - 1}, got {layer!r}")
-            return Selection("fastv", k, None, int(layer), {"layer": int(layer)})
+            unknown = sorted(set(params) - set(_fastv.param_names()))
+            if unknown:
+                raise ValueError(f"params: FastV takes only {', '.join(_fastv.param_names())}, got {unknown}")
+            settings = _fastv.fastv_params(**params, n_layers=self.num_layers)
+            return Selection("fastv", k, None, settings["layer"], settings)
 
         from visprune.pruning import select  # written beside this module; imported when first needed
 
+        if feature_space is None:
+            feature_space = feature_space_default(method)
+        if feature_space not in FEATURE_SPACES:
+            raise ValueError(f"feature_space: expected 'vision' or 'projected', got {feature_space!r}")
         return_info = bool(params.pop("return_info", False))
         features = vision.features
         if feature_space == "projected":
@@ -531,9 +610,17 @@ class PrunedLlava:
                 f"got {type(selection).__name__}"
             )
         if selection.method == "fastv":
-            if selection.fastv_layer is None or not 0 <= selection.fastv_layer < self.num_layers:
-                raise ValueError(f"selection: FastV layer must be in 0..{self.num_layers - 1}")
-            return selection
+            params = dict(selection.params)
+            if params.get("layer", selection.fastv_layer) != selection.fastv_layer:
+                raise ValueError(
+                    f"selection: FastV's fastv_layer ({selection.fastv_layer}) and params['layer'] "
+                    f"({params['layer']}) disagree; build the selection with select_tokens"
+                )
+            unknown = sorted(set(params) - set(_fastv.param_names()))
+            if unknown:
+                raise ValueError(f"selection: FastV takes only {', '.join(_fastv.param_names())}, got {unknown}")
+            params["layer"] = selection.fastv_layer
+            return replace(selection, params=_fastv.fastv_params(**params, n_layers=self.num_layers))
         keep = selection.keep.to(vision.features.device)
         self._check_keep(keep, len(vision), vision.num_tokens)
         return replace(selection, keep=keep)
@@ -556,12 +643,44 @@ class PrunedLlava:
             return tokens
         return tokens[torch.as_tensor(image_index, dtype=torch.long, device=tokens.device)]
 
-    def build_inputs(self, questions: Sequence[str], visual_tokens: torch.Tensor) -> LMInputs:
-        """Tokenise LLaVA-1.5 prompts and put ``visual_tokens`` (P, M, d_text) in their image slot.
+    def prompt_token_ids(self, question: str) -> list[int]:
+        """Token ids of ``build_prompt(question)`` with one ``image_token_id`` where the image goes.
 
-        Each prompt is ``conversation(question)`` tokenised with the checkpoint's tokenizer (BOS
-        included); its single image token becomes M consecutive embedding slots. Prompts are
-        left-padded to a common length.
+        As LLaVA's ``tokenizer_image_token(prompt, tokenizer)``: the prompt is split on the image
+        token; each chunk is tokenised on its own with the tokenizer's special tokens (so a Llama
+        tokenizer gives each chunk its BOS and its own leading "\u2581", e.g. ``"\\n..."`` after
+        the image becomes "\u2581", "<0x0A>", ... as in LLaVA-1.5's training); the first chunk's
+        BOS is kept, the later chunks' BOS dropped, and the image id put between the chunks.
+        (Tokenising the whole prompt with ``<image>`` as an added token differs for a
+        non-legacy Llama tokenizer: no "\u2581" after the image.)
+        """
+        prompt = self.build_prompt(question)
+        chunks = [self.tokenizer(c)["input_ids"] for c in prompt.split(self.image_token)]
+        if len(chunks) != 2:
+            raise ValueError(
+                f"prompt_format: the prompt must hold the image token once, got {len(chunks) - 1}: {prompt!r}"
+            )
+        bos = self.tokenizer.bos_token_id
+        offset = 1 if chunks[0] and bos is not None and chunks[0][0] == bos else 0
+        ids = list(chunks[0])
+        for chunk in chunks[1:]:
+            if offset and chunk[:1] != [bos]:
+                raise ValueError(f"questions: a prompt chunk did not tokenise with a leading BOS: {question!r}")
+            ids += [self.image_token_id] + list(chunk[offset:])
+        if ids.count(self.image_token_id) != 1:
+            raise ValueError(
+                f"questions: the prompt must tokenise to exactly one image token, got "
+                f"{ids.count(self.image_token_id)}: {question!r}"
+            )
+        return ids
+
+    def build_inputs(self, questions: Sequence[str], visual_tokens: torch.Tensor) -> LMInputs:
+        """Tokenise the prompts and put ``visual_tokens`` (P, M, d_text) in their image slot.
+
+        Each prompt is ``build_prompt(question)`` tokenised as LLaVA's ``tokenizer_image_token``
+        does (``llava/mm_utils.py``, :meth:`prompt_token_ids`): split on the image token, each
+        chunk tokenised on its own, one BOS kept; the image's place becomes M consecutive
+        embedding slots. Prompts are left-padded to a common length.
         """
         questions = _as_str_list(questions, "questions")
         if visual_tokens.dim() != 3 or visual_tokens.shape[0] != len(questions):
@@ -571,13 +690,9 @@ class PrunedLlava:
         m = visual_tokens.shape[1]
         pieces = []  # (ids before the image, ids after it) per prompt
         for q in questions:
-            ids = self.tokenizer(self.build_prompt(q))["input_ids"]
-            slots = [j for j, t in enumerate(ids) if t == self.image_token_id]
-            if len(slots) != 1:
-                raise ValueError(
-                    f"questions: the prompt must tokenise to exactly one image token, got {len(slots)}: {q!r}"
-                )
-            pieces.append((ids[: slots[0]], ids[slots[0] + 1 :]))
+            ids = self.prompt_token_ids(q)
+            slot = ids.index(self.image_token_id)
+            pieces.append((ids[:slot], ids[slot + 1 :]))
         lengths = [len(a) + m + len(b) for a, b in pieces]
         seq_len = max(lengths)
 
@@ -636,10 +751,14 @@ class PrunedLlava:
         cache: Any = None,
         select_row: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor], torch.Tensor]:
-        """Run every decoder layer over a prompt batch (with FastV's drop at layer L when given).
+        """Run every decoder layer over a prompt batch (with FastV's drop before layer L when given).
 
-        ``select_row`` is FastV's query row (default: the last position, the last prompt token).
-        Returns (hidden (P, T', d) before the final norm, FastV keep (P, K) or None,
+        FastV (ALGORITHMS.md, "FastV"): the ranking row is the attention of the query row over
+        the unpruned sequence at layer ``fastv.ranking_layer(params)``, i.e. inside layer L-1
+        (from layer L-1's input, with its weights: what layer L-1 itself computes) for
+        ``ranking="previous"``, or at layer L for ``"same"``; the tokens are dropped before layer
+        L. ``select_row`` is FastV's query row (default: the last position, the last prompt
+        token). Returns (hidden (P, T', d) before the final norm, FastV keep (P, K) or None,
         per-layer key validity (P, T_l) bool for decoding, position ids (P, T') of the output).
         """
         lm = self._decoder
@@ -649,12 +768,17 @@ class PrunedLlava:
         bias = self._causal_bias(valid, hidden.dtype)
         rope = lm.rotary_emb(hidden, position_ids=positions)  # (cos, sin), each (P, T, head_dim)
         keep = None
+        drop_at = rank_at = -1  # no FastV: no layer ranks or drops
+        if fastv is not None:
+            settings = _fastv.fastv_params(**{**fastv.params, "layer": fastv.fastv_layer}, n_layers=len(lm.layers))
+            drop_at, rank_at = settings["layer"], _fastv.ranking_layer(settings)
         layer_valid: list[torch.Tensor] = []
         for i, layer in enumerate(lm.layers):
-            if fastv is not None and i == fastv.fastv_layer:
+            if i == rank_at:  # layer L-1 ("previous") or L ("same"), on all N visual tokens
                 row = hidden.shape[1] - 1 if select_row is None else select_row
                 attention = _fastv.last_token_attention(layer, hidden, rope, valid, row)  # (P, row + 1)
                 keep = _fastv.top_visual_tokens(attention, inputs.image_start, inputs.num_visual, fastv.k)
+            if i == drop_at:  # layers L and above see only the kept visual tokens
                 index = _fastv.kept_sequence_index(hidden.shape[1], inputs.image_start, inputs.num_visual, keep)
                 hidden = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))  # (P, T', d)
                 positions = positions.gather(1, index)  # original position ids of the kept tokens
@@ -728,33 +852,38 @@ class PrunedLlava:
     # ---------------------------------------------------------------- answers and scores
 
     def answer_token_ids(self, answer: str) -> list[int]:
-        """Distinct first-token ids of ``answer``'s variants (``prompts.answer_variants``).
+        """Token ids whose first-token mass counts toward ``answer`` (DESIGN.md section 5).
 
-        Each variant is tokenised right after ``"ASSISTANT:"`` (the end of the prompt) so a
-        SentencePiece tokenizer sees the leading space as it would in the answer; the first
-        token the variant adds is taken. Variants that map to the unknown token are skipped.
+        Each variant of ``prompts.answer_variants(answer)`` is tokenised right after
+        ``"ASSISTANT:"`` (the end of the prompt), so a SentencePiece tokenizer sees the leading
+        space as it would in the answer. A variant counts only if it adds *exactly one* token
+        there (and that token is not the unknown token): a variant that splits into pieces
+        (``Y`` + ``es`` for "Yes" without the space in Llama's vocabulary) is left out rather
+        than counted by its first piece, which other words share. Returns the distinct ids in
+        variant order; raises ValueError naming the answer and the tokenizer if no variant is
+        a single token.
         """
-        if answer in self._answer_ids_cache:
-            return list(self._answer_ids_cache[answer])
         if not isinstance(answer, str) or not answer.strip():
             raise ValueError(f"answer_sets: answers must be non-empty strings, got {answer!r}")
+        if answer in self._answer_ids_cache:
+            return list(self._answer_ids_cache[answer])
         context = self.tokenizer(ANSWER_CONTEXT, add_special_tokens=False)["input_ids"]
         unk = self.tokenizer.unk_token_id
         ids: list[int] = []
         for variant in answer_variants(answer):
             full = self.tokenizer(ANSWER_CONTEXT + variant, add_special_tokens=False)["input_ids"]
-            if full[: len(context)] != context or len(full) == len(context):
-                raise ValueError(
-                    f"answer_sets: {variant!r} does not tokenise as a continuation of {ANSWER_CONTEXT!r} "
-                    "with this tokenizer, so its first token is ambiguous"
-                )
-            first = int(full[len(context)])
-            if first == unk:
-                continue
-            if first not in ids:
-                ids.append(first)
+            if full[: len(context)] != context or len(full) != len(context) + 1:
+                continue  # merges with the context, or several tokens: not a single-token answer
+            token = int(full[-1])
+            if token != unk and token not in ids:
+                ids.append(token)
         if not ids:
-            raise ValueError(f"answer_sets: no variant of {answer!r} is in the tokenizer's vocabulary")
+            name = getattr(self.tokenizer, "name_or_path", "") or type(self.tokenizer).__name__
+            raise ValueError(
+                f"answer_sets: no variant of {answer!r} ({', '.join(map(repr, answer_variants(answer)))}) is a "
+                f"single token after {ANSWER_CONTEXT!r} with the tokenizer {name!r}; "
+                "use answers that are words of its vocabulary"
+            )
         self._answer_ids_cache[answer] = ids
         return list(ids)
 
@@ -788,9 +917,11 @@ class PrunedLlava:
         distinct first tokens of its variants; the set's masses are renormalised to sum to 1.
         ``answer_sets``: one set per question, or a single set (a sequence of strings) for all.
         Answer sets may differ in size (ScienceQA); see ``ScoreOutput`` for the padded layout.
+        The ids each answer used (its single-token variants) come back in ``answer_ids``.
         """
         questions = _as_str_list(questions, "questions")
         sets = _answer_sets(answer_sets, len(questions))
+        set_ids = {answers: self._answer_set_ids(answers) for answers in dict.fromkeys(sets)}  # before the model runs
         logits, keep = self.first_token_logits(questions, vision, selection, image_index)  # (P, V) float32
         log_total = torch.logsumexp(logits, dim=-1)  # (P,)
         width = max(len(s) for s in sets)
@@ -798,12 +929,15 @@ class PrunedLlava:
         mass = torch.zeros(len(sets), dtype=torch.float32)
         for i, answers in enumerate(sets):
             per_answer = torch.stack(
-                [torch.logsumexp(logits[i, ids], dim=0) for ids in self._answer_set_ids(answers)]
+                [torch.logsumexp(logits[i, ids], dim=0) for ids in set_ids[answers]]
             )  # (A,) log of each answer's unnormalised mass
             probs[i, : len(answers)] = torch.softmax(per_answer, dim=0)
             mass[i] = torch.exp(torch.logsumexp(per_answer, dim=0) - log_total[i])
         lengths = torch.tensor([len(s) for s in sets], dtype=torch.long)
-        return ScoreOutput(probs=probs, lengths=lengths, answer_mass=mass, keep=keep, answer_sets=sets)
+        answer_ids = [[list(ids) for ids in set_ids[answers]] for answers in sets]
+        return ScoreOutput(
+            probs=probs, lengths=lengths, answer_mass=mass, keep=keep, answer_sets=sets, answer_ids=answer_ids
+        )
 
     # ---------------------------------------------------------------- generation
 
@@ -904,6 +1038,52 @@ class PrunedLlava:
 # --------------------------------------------------------------------------------------------
 
 
+def expand_to_square(image: Any, background: Sequence[int]) -> Any:
+    """LLaVA's ``expand2square`` (``llava/mm_utils.py``; DESIGN.md section 5): pad to a square.
+
+    ``image``: a PIL image (or an (H, W, 3) uint8 array, taken as RGB). A square image is
+    returned as is; otherwise it is pasted on a canvas of side max(w, h) filled with
+    ``background`` (one int 0..255 per band, e.g. the processor's mean colour), at offset
+    (0, (w - h) // 2) when w > h and ((h - w) // 2, 0) when h > w: centred, the odd pixel of
+    spare room going below / to the right. Returns a PIL image of the input's mode.
+    """
+    from PIL import Image
+
+    if isinstance(image, np.ndarray):
+        image = _as_rgb(image)
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"image: expected a PIL image or an (H, W, 3) uint8 array, got {type(image).__name__}")
+    bands = len(image.getbands())
+    if isinstance(background, (bool, np.bool_)) or not isinstance(background, (list, tuple)) or len(background) != bands:
+        raise ValueError(f"background: expected {bands} ints in 0..255 (one per band of a {image.mode} image), got {background!r}")
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= 255 for v in background):
+        raise ValueError(f"background: expected ints in 0..255, got {background!r}")
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    fill = tuple(int(v) for v in background)
+    canvas = Image.new(image.mode, (side, side), fill if bands > 1 else fill[0])
+    canvas.paste(image, (0, (width - height) // 2) if width > height else ((height - width) // 2, 0))
+    return canvas
+
+
+def _as_rgb(image: Any) -> Any:
+    """A PIL image in RGB (LLaVA opens every image with ``.convert("RGB")``)."""
+    from PIL import Image
+
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(
+                "images: preprocess='pad' takes PIL images or (H, W, 3) uint8 arrays, got an array of "
+                f"shape {image.shape} and dtype {image.dtype}; convert it, or use preprocess='crop'"
+            )
+        return Image.fromarray(image)
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"images: expected PIL images, arrays or a pixel tensor, got {type(image).__name__}")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
 def check_checkpoint_dir(path: str | Path) -> Path:
     """Check that ``path`` is a llava-hf layout directory; return it as an absolute Path.
 
@@ -954,6 +1134,17 @@ def _to_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Boolean "may attend" -> additive attention bias (0 or the dtype's most negative value)."""
     zero = torch.zeros((), dtype=dtype, device=allowed.device)
     return torch.where(allowed, zero, torch.finfo(dtype).min)
+
+
+def feature_space_default(method: str) -> str:
+    """The feature space a pre-LLM selector ranks in by default: ``DEFAULT_FEATURE_SPACE`` or "vision".
+
+    "projected" for DivPrune (ALGORITHMS.md, "DivPrune": the released code's distances are on
+    the projected tokens), "vision" (the vision features X) for every other selector.
+    """
+    if not isinstance(method, str) or method in ("none", "fastv"):
+        raise ValueError(f"method: a feature space belongs to the pre-LLM selectors only, got {method!r}")
+    return DEFAULT_FEATURE_SPACE.get(method, "vision")
 
 
 def _as_str_list(values: Any, name: str) -> list[str]:

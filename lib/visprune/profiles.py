@@ -34,35 +34,84 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+#: The data each data set reads, as (profile field, what it is, command-line option, environment
+#: variable): a run asks only for the paths its data set needs.
+DATASET_NEEDS = {
+    "pope": (("pope_dir", "the POPE question folder", "--pope", "VISPRUNE_POPE"),
+             ("coco_images", "the COCO val2014 image folder", "--coco-images", "VISPRUNE_COCO_IMAGES")),
+    "scienceqa": (("scienceqa_root", "the ScienceQA folder", "--scienceqa", "VISPRUNE_SCIENCEQA"),),
+    "chair": (("coco_annotations", "the COCO annotations folder", "--coco-annotations", "VISPRUNE_COCO_ANNOTATIONS"),
+              ("coco_images", "the COCO val2014 image folder", "--coco-images", "VISPRUNE_COCO_IMAGES")),
+}
+
+#: CHAIR protocol on a real profile (DESIGN.md section 6): 500 seeded images, up to 512 new tokens.
+REAL_CHAIR_IMAGES = 500
+REAL_CAPTION_TOKENS = 512
+#: The toy profile captions every test image with up to 64 new tokens (its captions are short).
+TOY_CAPTION_TOKENS = 64
+
+
 @dataclass(frozen=True)
 class Profile:
-    """Every path a run needs. Build one with :func:`resolve_profile`."""
+    """Every path a run needs. Build one with :func:`resolve_profile`.
+
+    Data paths may be None on a real profile when they were not given; :meth:`require` names
+    the missing one when a data set needs it. ``chair_images`` (None = every caption image) and
+    ``caption_tokens`` are the profile's CHAIR protocol defaults (overridable per run).
+    """
 
     name: str
     model: Path
-    pope_files: dict  # split -> question file (JSON lines, the official format)
-    pope_images: Path
-    scienceqa_root: Path
-    coco_instances: Path
-    coco_captions: Path
-    coco_images: Path
+    pope_dir: Path | None
+    coco_images: Path | None
+    coco_annotations: Path | None
+    scienceqa_root: Path | None
     chair_synonyms: Path
     results: Path
     world: Path | None = None  # the toy world root (toy profile only)
+    pope_pattern: str = "coco_pope_{split}.json"
+    instances_name: str = "instances_val2014.json"
+    captions_name: str = "captions_val2014.json"
+    chair_images: int | None = REAL_CHAIR_IMAGES
+    caption_tokens: int = REAL_CAPTION_TOKENS
+
+    @property
+    def pope_files(self) -> dict:
+        """split -> POPE question file (JSON lines, the official format); {} when no folder is set."""
+        if self.pope_dir is None:
+            return {}
+        return {s: Path(self.pope_dir) / self.pope_pattern.format(split=s) for s in POPE_SPLITS}
+
+    @property
+    def pope_images(self) -> Path | None:
+        return self.coco_images
+
+    @property
+    def coco_instances(self) -> Path | None:
+        return None if self.coco_annotations is None else Path(self.coco_annotations) / self.instances_name
+
+    @property
+    def coco_captions(self) -> Path | None:
+        return None if self.coco_annotations is None else Path(self.coco_annotations) / self.captions_name
+
+    def require(self, dataset: str) -> None:
+        """Raise ValueError naming the first path that ``dataset`` needs and this profile lacks."""
+        family = "pope" if dataset.startswith("pope") else dataset
+        for attr, what, option, env in DATASET_NEEDS.get(family, ()):
+            if getattr(self, attr) is None:
+                raise ValueError(
+                    f"profile {self.name!r}: data set {dataset!r} needs {what}: pass {option} "
+                    f"(Python: {attr.replace('_root', '').replace('_dir', '')}=...) or set {env}"
+                )
 
     def describe(self) -> dict:
         """The profile as plain strings (recorded with every run)."""
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
 
-def _path(value: str | os.PathLike | None, env: str, what: str, profile: str) -> Path:
+def _path(value: str | os.PathLike | None, env: str) -> Path | None:
     chosen = value if value is not None else os.environ.get(env)
-    if chosen is None:
-        raise ValueError(
-            f"profile {profile!r}: {what} is not set. Pass it as an argument or set the environment "
-            f"variable {env}."
-        )
-    return Path(chosen).expanduser()
+    return None if chosen in (None, "") else Path(chosen).expanduser()
 
 
 def resolve_profile(
@@ -79,42 +128,46 @@ def resolve_profile(
     """Resolve a profile's paths. Nothing is read or loaded here; readers check the files.
 
     ``toy`` accepts ``model`` (another checkpoint on the toy world), ``world`` and ``results``
-    overrides; ``llava-1.5-7b`` needs every path (arguments or environment variables).
+    overrides; ``llava-1.5-7b`` needs the model (argument or ``VISPRUNE_MODEL``) and, per data
+    set, only the paths that data set reads (:data:`DATASET_NEEDS`).
     """
     root = repo_root()
     results_dir = Path(results or os.environ.get("VISPRUNE_RESULTS") or root / "data" / "results")
-    synonyms = root / "data" / "chair" / "coco_synonyms.txt"
     if name == "toy":
         world_dir = Path(world) if world is not None else root / "data" / "toyworld"
         return Profile(
             name="toy",
             model=Path(model) if model is not None else root / "data" / "models" / "toy-llava",
-            pope_files={s: world_dir / "pope" / f"toy_pope_{s}.json" for s in POPE_SPLITS},
-            pope_images=world_dir / "images" / "test",
-            scienceqa_root=world_dir / "scienceqa",
-            coco_instances=world_dir / "annotations" / "instances_test.json",
-            coco_captions=world_dir / "annotations" / "captions_test.json",
+            pope_dir=world_dir / "pope",
             coco_images=world_dir / "images" / "test",
+            coco_annotations=world_dir / "annotations",
+            scienceqa_root=world_dir / "scienceqa",
             chair_synonyms=root / "data" / "chair" / "toy_synonyms.txt",
             results=results_dir,
             world=world_dir,
+            pope_pattern="toy_pope_{split}.json",
+            instances_name="instances_test.json",
+            captions_name="captions_test.json",
+            chair_images=None,
+            caption_tokens=TOY_CAPTION_TOKENS,
         )
     if name == "llava-1.5-7b":
         if world is not None:
             raise ValueError("world=... applies to the toy profile only")
-        annotations = _path(coco_annotations, "VISPRUNE_COCO_ANNOTATIONS", "the COCO annotations folder", name)
-        pope_dir = _path(pope, "VISPRUNE_POPE", "the POPE question folder", name)
-        images = _path(coco_images, "VISPRUNE_COCO_IMAGES", "the COCO val2014 image folder", name)
+        model_dir = _path(model, "VISPRUNE_MODEL")
+        if model_dir is None:
+            raise ValueError(
+                f"profile {name!r}: the model checkpoint directory is not set. Pass --model (Python: model=...) "
+                "or set the environment variable VISPRUNE_MODEL."
+            )
         return Profile(
             name=name,
-            model=_path(model, "VISPRUNE_MODEL", "the model checkpoint directory", name),
-            pope_files={s: pope_dir / f"coco_pope_{s}.json" for s in POPE_SPLITS},
-            pope_images=images,
-            scienceqa_root=_path(scienceqa, "VISPRUNE_SCIENCEQA", "the ScienceQA folder", name),
-            coco_instances=annotations / "instances_val2014.json",
-            coco_captions=annotations / "captions_val2014.json",
-            coco_images=images,
-            chair_synonyms=synonyms,
+            model=model_dir,
+            pope_dir=_path(pope, "VISPRUNE_POPE"),
+            coco_images=_path(coco_images, "VISPRUNE_COCO_IMAGES"),
+            coco_annotations=_path(coco_annotations, "VISPRUNE_COCO_ANNOTATIONS"),
+            scienceqa_root=_path(scienceqa, "VISPRUNE_SCIENCEQA"),
+            chair_synonyms=root / "data" / "chair" / "coco_synonyms.txt",
             results=results_dir,
         )
     raise ValueError(f"profile: unknown profile {name!r}; choose one of {PROFILES}")

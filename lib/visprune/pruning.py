@@ -26,10 +26,21 @@ returns K distinct indices per row in any order, or ``(indices, info)`` with a d
 diagnostics (returned by ``select(..., return_info=True)``). ``select`` sorts the rows and moves
 them to the features' device.
 
-Numerics: similarities are computed in float32, or float64 when the features are float64, and
-made exactly symmetric. Ties: wherever a method takes an argmax or a top-K, ties go to the lower
-token index (for SCOPE, scores equal up to a small relative tolerance count as tied; see
-``scope_select``). Selection never tracks gradients.
+Numerics (ALGORITHMS.md, "SCOPE", paragraph "Numerics"; the same care for every selector):
+similarities are computed in float32, or float64 when the features are float64, and made exactly
+symmetric. A GEMM may round one entry of S a few ulps differently from a bit-identical duplicate
+of it (it sums tail columns in another order, and that differs between CPUs), so no outcome may
+hinge on a difference that small. ``rounding_delta`` gives ``delta = c * sqrt(d) * eps`` (c =
+``ROUNDING_C`` = 4, d the feature width, eps that of the work dtype): the size of a difference
+between similarities, or distances, that rounding alone can produce. Then:
+
+- SCOPE: a coverage gap ``S[j, i] - cover_j <= delta`` counts as 0, and two scores within
+  ``max(rtol * best, atol)`` of each other tie (``scope_select`` derives ``atol``);
+- DivPrune: min-distances within ``delta`` of the largest tie;
+- adaptive: a distance ``<= delta`` counts as 0 (a duplicate), compared exactly with tau otherwise;
+- saliency (and the adaptive walk order): an exact, stable sort; see ``saliency_select``.
+
+Ties go to the lower token index everywhere. Selection never tracks gradients.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -47,6 +59,8 @@ from visprune.image_stats import erank_batch
 
 __all__ = [
     "METHODS",
+    "ROUNDING_C",
+    "rounding_delta",
     "register",
     "available_methods",
     "select",
@@ -238,6 +252,32 @@ def cosine_similarity_matrix(features: torch.Tensor) -> torch.Tensor:
     return (sim + sim.transpose(1, 2)).mul_(0.5)
 
 
+# delta = ROUNDING_C * sqrt(d) * eps. The error of one entry of S, and the difference between
+# two computations of it (another summation order, a +-1 ulp change of the features), is about
+# sqrt(d) * eps for unit vectors of width d: measured at 0.1-0.35 sqrt(d) eps for the GEMM and
+# up to 1 sqrt(d) eps (d = 7) for a 1-ulp change of every feature; a gap is a difference of two
+# such entries. 4 leaves a factor of 2 or more over all of these, and delta stays far below any
+# similarity difference that means something (1.5e-5 in float32 at d = 1024).
+ROUNDING_C = 4.0
+
+
+def rounding_delta(dtype: torch.dtype, width: int) -> float:
+    """``delta = ROUNDING_C * sqrt(width) * eps(dtype)``: below it, similarities are rounding noise.
+
+    ALGORITHMS.md, "SCOPE", paragraph "Numerics". ``dtype`` is the work dtype of the
+    similarities (float32 or float64), ``width`` the feature width d. The value is rounded to a
+    float32 number, so that it is exactly the same threshold in float32 and float64 arithmetic
+    (NumPy or torch, CPU or GPU).
+    """
+    return float(np.float32(ROUNDING_C * math.sqrt(max(int(width), 1)) * torch.finfo(dtype).eps))
+
+
+def _first_within(values: torch.Tensor, tol: float | torch.Tensor) -> torch.Tensor:
+    """Per row of ``values`` (B, N): the lowest index whose value is >= the row's max - ``tol``."""
+    best = values.amax(dim=1, keepdim=True)  # (B, 1)
+    return (values >= best - tol).to(torch.uint8).argmax(dim=1)  # argmax returns the first max
+
+
 def _descending_order(values: torch.Tensor) -> torch.Tensor:
     """Token indices sorted by ``values`` (B, N) largest first; ties keep the lower index first."""
     return torch.sort(values, dim=-1, descending=True, stable=True).indices
@@ -298,7 +338,12 @@ def random_select(features, saliency, k, *, seed: int = 0, sample_seeds: Sequenc
 def saliency_select(features, saliency, k):
     """The K tokens with the largest CLS attention (ALGORITHMS.md, "Saliency-only", as in FasterVLM).
 
-    Ties are broken by the lower token index (a stable descending sort).
+    Ties are broken by the lower token index (a stable descending sort). Only exact ties:
+    the sort compares the saliency values exactly, so its result is the same on every CPU and
+    GPU for the same input. Unlike SCOPE's scores and DivPrune's distances, saliency is not the
+    output of a GEMM over duplicate rows, so it has no structural near-ties made by rounding
+    here; its own rounding happens upstream, in the model, where no selector can undo it. (A
+    tolerance in a sort would not be transitive.)
     """
     return _descending_order(saliency)[:, :k]
 
@@ -308,72 +353,130 @@ def saliency_select(features, saliency, k):
 # ----------------------------------------------------------------------------------------------
 
 
-def _scope_tie_rtol(dtype: torch.dtype) -> float:
-    """Relative tolerance under which two SCOPE scores count as tied (see ``scope_select``)."""
-    return 1e-9 if dtype == torch.float64 else 1e-5
+@dataclass(frozen=True)
+class _ScopeRule:
+    """The numbers of SCOPE's rounding rule for one call (see ``_scope_rule`` and ``scope_select``)."""
+
+    delta: float  # a gap S[j, i] - cover_j <= delta counts as 0
+    grid: float  # every term is a multiple of grid, so that float64 sums of terms are exact
+    round_terms: bool  # False when the terms lie on the grid already (float32, large enough delta)
+    rtol: float  # scores within max(rtol * best, atol) of the best tie
+    atol_per_weight: float  # atol = atol_per_weight * (largest weight among the candidates)
 
 
-def _scope_greedy_dense(sim: torch.Tensor, weight: torch.Tensor, k: int, gap_power: float) -> torch.Tensor:
+def _scope_rule(dtype: torch.dtype, n: int, width: int, gap_power: float) -> _ScopeRule:
+    """SCOPE's tie rule for similarities of work dtype ``dtype``, N = ``n`` tokens of width d.
+
+    - ``delta = rounding_delta(dtype, d)``.
+    - The grid: a term is at most 1 (gaps are clamped to 1; exactly, S <= 1 and cover >= 0) and
+      a gain, or any partial sum or difference of terms the loops form, is at most 2N in size.
+      With ``grid = 2 ** (ceil(log2(2N)) - 53)`` every multiple of grid up to 2N is a float64
+      number, so sums of terms on the grid are exact in float64 in any order (an incremental
+      update, a GEMM, a reduction on a GPU). Float32 terms >= 2 ** 23 * grid are multiples of
+      grid already; when every nonzero term is (gaps > delta, so terms > delta ** p), the
+      rounding is skipped (float32 features at p = 1, the default).
+    - ``rtol``: 1e-5 in float32, 1e-9 in float64 (relative rounding of weights and terms).
+    - ``atol``, derived: a gain is a sum of N terms ``t(g) = g ** p`` (0 for g <= delta) of gaps
+      g in [0, 1], and rounding moves each gap by up to delta (the GEMM's own error is about a
+      tenth of that, ``ROUNDING_C``). That moves a term by at most ``tau_p = p delta ** min(p, 1)``:
+      the slope p g ** (p - 1) is at most p for p >= 1 (g <= 1) and at most p delta ** (p - 1)
+      above the threshold for p < 1. The grid adds one grid step. These N errors have no common
+      sign (they come from independent roundings of different entries of S), so their sum is of
+      order ``sqrt(N) (tau_p + grid)``; since delta is itself ~10x the per-entry error, that is a
+      ~10-sigma bound. The worst case, N (tau_p + grid), is not used: it is reached only if all N
+      errors have the same sign, and it is so wide (8.8e-3 at N = 576, d = 1024, p = 1, against
+      late-loop gains ~0.1 that differ by 1e-5 to 1e-3) that the lowest index, not the score, would decide
+      most late picks. A score is its gain times a weight, at most the largest weight among the
+      candidates: ``atol = sqrt(N) (tau_p + grid) max_i a_i ** alpha``. A threshold-sized term
+      appearing or vanishing (a gap within rounding of delta; for p < 1 a jump of delta ** p) is a
+      generic near-tie, as rare as any other, and is not covered.
+    """
+    delta = rounding_delta(dtype, width)
+    grid = 2.0 ** ((2 * n - 1).bit_length() - 53)  # (2N - 1).bit_length() = ceil(log2(2N))
+    on_grid = dtype == torch.float32 and delta**gap_power >= 2.0 * grid * 2.0**23  # 2x: pow's rounding
+    tau = gap_power * delta ** min(gap_power, 1.0)
+    return _ScopeRule(
+        delta=delta,
+        grid=grid,
+        round_terms=not on_grid,
+        rtol=1e-9 if dtype == torch.float64 else 1e-5,
+        atol_per_weight=math.sqrt(n) * (tau + grid),
+    )
+
+
+def _coverage_terms_(gap: torch.Tensor, gap_power: float, rule: _ScopeRule) -> torch.Tensor:
+    """In place: gaps ``S[j, i] - cover_j`` -> SCOPE's terms ``g ** p``, 0 where ``g <= delta``.
+
+    Gaps are clamped to 1 (their exact bound), raised to ``gap_power`` and rounded to
+    ``rule.grid``. Both greedy loops compute their terms with this one function (the CPU loop on
+    torch views of its NumPy rows), so they hold the same terms bit for bit: every step here is
+    an exactly rounded operation (for p in {1, 2, 0.5}: x * x and sqrt) except ``pow`` for other
+    p, whose last-ulp differences the tie rule absorbs.
+    """
+    gap.clamp_(max=1.0)
+    F.threshold_(gap, rule.delta, 0.0)  # g if g > delta else 0 (negative gaps included)
+    if gap_power != 1.0:
+        gap.pow_(gap_power)
+    if rule.round_terms:  # exact: scalings by powers of two and round-half-even
+        gap.mul_(1.0 / rule.grid).round_().mul_(rule.grid)
+    return gap
+
+
+def _scope_greedy_dense(
+    sim: torch.Tensor, weight: torch.Tensor, k: int, gap_power: float, rule: _ScopeRule
+) -> torch.Tensor:
     """SCOPE's greedy loop in torch on any device; returns (B, K) indices in pick order.
 
     sim:    (B, N, N) symmetric cosine similarities, sim[b, j, i] = S[j, i] = S[i, j]
     weight: (B, N) = a_i ** alpha (exactly 1 everywhere when alpha = 0)
+    rule:   ``_scope_rule(sim.dtype, N, d, gap_power)``
 
-    Each step recomputes the gap matrix ``R[b, j, i] = max(0, S[j, i] - cover_j) ** p`` (row j =
-    the token being covered, column i = the candidate) into one preallocated buffer and sums its
-    columns: a few large kernels per step and no host synchronisation, which suits GPUs.
+    Each step recomputes the term matrix ``R[b, j, i] = t(S[j, i] - cover_j)`` (row j = the token
+    being covered, column i = the candidate) into one preallocated buffer and sums its columns
+    exactly in float64: a few large kernels per step and no host synchronisation, which suits GPUs.
     """
     batch, n, _ = sim.shape
-    tie_rtol = _scope_tie_rtol(sim.dtype)
     rows = torch.arange(batch, device=sim.device)  # (B,)
+    weight = weight.to(torch.float64)  # (B, N)
     cover = torch.zeros(batch, n, dtype=sim.dtype, device=sim.device)  # (B, N) cover_j
     selected = torch.zeros(batch, n, dtype=torch.bool, device=sim.device)  # (B, N)
     picks = []
     gap = torch.empty_like(sim)  # (B, N, N) R, reused every step
     for step in range(k):
-        torch.sub(sim, cover.unsqueeze(-1), out=gap).clamp_(min=0)  # relu without pow when p = 1
-        if gap_power != 1.0:
-            gap.pow_(gap_power)
-        score = gap.sum(dim=1).mul_(weight)  # (B, N): gain_i * a_i ** alpha
+        _coverage_terms_(torch.sub(sim, cover.unsqueeze(-1), out=gap), gap_power, rule)
+        score = gap.sum(dim=1, dtype=torch.float64).mul_(weight)  # (B, N): gain_i * a_i ** alpha, exact gain
         score.masked_fill_(selected, -math.inf)  # a picked token is never picked again
         best = score.amax(dim=1, keepdim=True)  # (B, 1)
-        pick = (score >= best * (1.0 - tie_rtol)).to(torch.uint8).argmax(dim=1)  # (B,) lowest tied index
+        w_max = weight.masked_fill(selected, 0.0).amax(dim=1, keepdim=True)  # (B, 1) over candidates
+        tol = torch.maximum(best * rule.rtol, w_max * rule.atol_per_weight)  # (B, 1)
+        pick = (score >= best - tol).to(torch.uint8).argmax(dim=1)  # (B,) lowest tied index
         picks.append(pick)
         selected[rows, pick] = True
         torch.maximum(cover, sim[rows, pick, :], out=cover)  # S[i*, j] = S[j, i*]
     return torch.stack(picks, dim=1)
 
 
-def _power_inplace(x: np.ndarray, p: float) -> None:
-    """``x **= p`` for non-negative x, with the common exponents on their fast paths."""
-    if p == 2.0:
-        np.multiply(x, x, out=x)
-    elif p == 0.5:
-        np.sqrt(x, out=x)
-    elif p != 1.0:
-        np.power(x, p, out=x)
+def _scope_greedy_cpu(
+    sim: torch.Tensor, weight: torch.Tensor, k: int, gap_power: float, rule: _ScopeRule
+) -> torch.Tensor:
+    """SCOPE's greedy loop for CPU tensors, incremental and in NumPy; the same picks as the dense loop.
 
-
-def _scope_greedy_cpu(sim: torch.Tensor, weight: torch.Tensor, k: int, gap_power: float) -> torch.Tensor:
-    """SCOPE's greedy loop for CPU tensors, incremental and in NumPy; same picks as the dense loop.
-
-    Same inputs as ``_scope_greedy_dense``. The gap matrix R (B, N, N) is kept between steps, and
-    after a pick only the rows whose cover rose (S[j, i*] > cover_j; their new cover is
+    Same inputs as ``_scope_greedy_dense``. The term matrix R (B, N, N) is kept between steps,
+    and after a pick only the rows whose cover rose (S[j, i*] > cover_j; their new cover is
     S[j, i*]) are recomputed: after the first few picks that is typically a few percent of the
-    N rows. The gains (column sums of R) are kept in float64 and lowered by the change of those
-    rows, so a step costs O(B N + changed rows x N) instead of O(B N^2). When more than 40% of
-    all rows change (the first pick), R and the gains are recomputed in full instead.
+    N rows. The gains (column sums of R, float64) are lowered by the change of those rows, so a
+    step costs O(B N + changed rows x N) instead of O(B N^2). When more than 40% of all rows
+    change (the first pick), R and the gains are recomputed in full instead.
 
-    Rounding: each change is an exact float64 difference of two stored entries of R, so a
-    running gain stays within about 1e-12 of its first value G0 of the exact column sum of R.
-    A gain that falls below 1e-9 * G0 is therefore recomputed as an exact column sum (a sum of
-    non-negative terms, 0 exactly when the column is all zeros); a zero gain then stays exactly
-    zero, since all later changes to its column are 0. So "all remaining gains are 0 -> lowest
-    index" holds exactly. The loop is in NumPy because per-call overhead, not arithmetic,
-    dominates once only a few rows change per step.
+    Exactness: the terms lie on ``rule.grid`` (``_coverage_terms_``, the dense loop's function),
+    so every float64 sum and difference of them here is exact: a running gain *is* the column
+    sum of R, bit for bit, whatever the order of updates, and equals the dense loop's gain. The
+    scores and the tie test are then the same float64 operations in both loops, so the picks
+    agree exactly, and a gain whose terms are all 0 is exactly 0 (no rounding residue). The loop
+    is in NumPy because per-call overhead, not arithmetic, dominates once only a few rows change
+    per step.
     """
     batch, n, _ = sim.shape
-    tie_rtol = _scope_tie_rtol(sim.dtype)
     sim_np = sim.contiguous().numpy()  # (B, N, N), shares memory
     sim_rows = sim_np.reshape(batch * n, n)  # flat row b*N + j
     gap = np.empty_like(sim_np)  # (B, N, N): R
@@ -381,15 +484,14 @@ def _scope_greedy_cpu(sim: torch.Tensor, weight: torch.Tensor, k: int, gap_power
     cover = np.zeros((batch, n), dtype=sim_np.dtype)  # (B, N) cover_j
     cover_flat = cover.reshape(-1)
 
-    def recompute_all():  # R and its column sums from scratch: (B, N) float64
+    def recompute_all():  # R and its column sums from scratch: (B, N) float64, exact
         np.subtract(sim_np, cover[:, :, None], out=gap)
-        np.maximum(gap, 0, out=gap)
-        _power_inplace(gap, gap_power)
+        _coverage_terms_(torch.from_numpy(gap), gap_power, rule)
         return gap.sum(axis=1, dtype=np.float64)
 
     gain = recompute_all()
-    recheck_below = gain * 1e-9  # (B, N); -inf for tokens that need no more checks
-    weight_np = weight.double().numpy()  # (B, N)
+    weight_np = weight.to(torch.float64).numpy()  # (B, N)
+    weight_left = weight_np.copy()  # (B, N): the candidates' weights, 0 once picked
     penalty = np.zeros((batch, n))  # (B, N): -inf once picked
     score = np.empty((batch, n))
     row_offset = np.arange(batch) * n  # (B,)
@@ -399,11 +501,12 @@ def _scope_greedy_cpu(sim: torch.Tensor, weight: torch.Tensor, k: int, gap_power
         np.multiply(gain, weight_np, out=score)
         score += penalty  # a picked token is never picked again
         best = score.max(axis=1, keepdims=True)  # (B, 1)
-        pick = (score >= best * (1.0 - tie_rtol)).argmax(axis=1)  # (B,) lowest tied index
+        tol = np.maximum(best * rule.rtol, weight_left.max(axis=1, keepdims=True) * rule.atol_per_weight)
+        pick = (score >= best - tol).argmax(axis=1)  # (B,) lowest tied index
         picks.append(pick)
         flat_pick = row_offset + pick  # (B,) flat index b*N + i*
         penalty.put(flat_pick, -np.inf)
-        recheck_below.put(flat_pick, -np.inf)
+        weight_left.put(flat_pick, 0.0)
         if step == k - 1:
             break
         column = sim_rows[flat_pick]  # (B, N): S[i*, j] = S[j, i*]
@@ -414,21 +517,14 @@ def _scope_greedy_cpu(sim: torch.Tensor, weight: torch.Tensor, k: int, gap_power
         elif changed.size:
             fresh = sim_rows[changed]  # (m, N) copy
             fresh -= cover_flat[changed][:, None]
-            np.maximum(fresh, 0, out=fresh)
-            _power_inplace(fresh, gap_power)
+            _coverage_terms_(torch.from_numpy(fresh), gap_power, rule)
             drop = gap_rows[changed].astype(np.float64)  # (m, N) old rows
             gap_rows[changed] = fresh
-            drop -= fresh  # >= 0: how much each term fell, exact in float64
+            drop -= fresh  # how much each term fell: exact (both on the grid)
             if batch == 1:
                 gain[0] -= drop.sum(axis=0)
-            else:  # sum the changed rows per image with a (B, m) 0/1 matrix product
+            else:  # sum the changed rows per image with a (B, m) 0/1 matrix product (exact too)
                 gain -= (changed // n == image_rows[:, None]).astype(np.float64) @ drop
-        low = gain < recheck_below  # (B, N), almost always all False
-        if low.any():
-            b_low, i_low = np.nonzero(low)
-            exact = gap[b_low, :, i_low].sum(axis=1, dtype=np.float64)  # column sums of R
-            gain[b_low, i_low] = exact
-            recheck_below[b_low[exact == 0], i_low[exact == 0]] = -np.inf  # stays 0 for good
     return torch.from_numpy(np.stack(picks, axis=1))
 
 
@@ -444,28 +540,44 @@ def scope_select(features, saliency, k, *, alpha: float = 1.0, gap_power: float 
     - ``alpha`` >= 0 (default 1, the released SCOPE code): saliency weight. ``alpha = 0`` is pure
       coverage: the weight is exactly 1 for every token, including tokens with zero saliency.
     - ``gap_power`` > 0 (default 1): exponent on the coverage gap.
-    - Ties: the pick is the lowest index whose score is within a relative 1e-5 of the best
-      score (1e-9 when the features are float64). Exact ties are common, not a corner case:
-      late in the loop two mutually similar uncovered tokens i, j often get gains that are equal
-      in exact arithmetic (each gains 1 - cover on itself plus S[i, j] - cover on the other),
-      and rounding alone would otherwise decide between them, differently on CPU and GPU.
+    - Numerics (ALGORITHMS.md, "SCOPE", "Numerics"), so that the picks do not depend on the
+      CPU's BLAS kernels. With d the feature width, eps that of the work dtype (float32, or
+      float64 for float64 features) and ``delta = 4 sqrt(d) eps`` (``rounding_delta``):
+
+      * a gap ``S[j, i] - cover_j <= delta`` counts as 0. Identical feature rows need not give
+        bit-identical columns of S, so a token whose duplicate is picked keeps gaps of an ulp or
+        two; they are 0 here, its gain is exactly 0.
+      * two scores tie when they differ by at most ``max(rtol * best, atol)``, ``best`` being the
+        largest score, rtol = 1e-5 (float32) or 1e-9 (float64) and
+        ``atol = sqrt(N) * (p * delta ** min(p, 1) + grid) * max_i a_i ** alpha`` over the
+        unpicked candidates i (``grid`` = 2.3e-13 at N = 576): how far N independent roundings
+        of the gaps, each up to delta, move a score; ``_scope_rule`` gives the derivation (and
+        why not the worst case N instead of sqrt(N)). The pick is the lowest
+        index among the tied, i.e. the lowest index whose score is >= ``best - max(rtol * best, atol)``.
+        Exact ties are common, not a corner case: late in the loop two mutually similar
+        uncovered tokens often get gains that are equal in exact arithmetic, and rounding alone
+        would otherwise decide between them, differently on CPU and GPU.
+      * the terms are rounded to a power-of-two grid far below delta, so that every gain is an
+        exact float64 sum: both loops below compute the same scores bit for bit.
     - Picked tokens are masked with -inf, so they are never picked again. When every remaining
-      score is 0 (e.g. remaining tokens are exact duplicates of picked ones, or have zero
-      saliency with alpha > 0), the lowest remaining index is picked.
+      score is 0 (e.g. remaining tokens are duplicates of picked ones, or have zero saliency with
+      alpha > 0), the lowest remaining index is picked.
     - Cost: one (B, N, N) similarity matrix, then K steps vectorised over candidates and images
-      (the only Python loop). On CPU the gap matrix is updated incrementally
+      (the only Python loop). On CPU the term matrix is updated incrementally
       (``_scope_greedy_cpu``, a few percent of its rows per step); on other devices it is
       recomputed each step (``_scope_greedy_dense``, O(N^2) per step but no host syncs). Both
-      give the same picks. Memory: two (B, N, N) arrays in the work dtype.
+      apply the same rule to the same numbers and give the same picks. Memory: two (B, N, N)
+      arrays in the work dtype.
     """
     alpha = _check_real("alpha", alpha, low=0.0)
     gap_power = _check_real("gap_power", gap_power, low=0.0, low_open=True)
     sim = cosine_similarity_matrix(features)  # (B, N, N)
+    rule = _scope_rule(sim.dtype, sim.shape[1], features.shape[-1], gap_power)
     sal = saliency.to(sim.dtype)
     weight = torch.ones_like(sal) if alpha == 0.0 else sal.pow(alpha)  # (B, N); 0 ** 0 = 1 by construction
     if sim.device.type == "cpu":
-        return _scope_greedy_cpu(sim, weight, k, gap_power)
-    return _scope_greedy_dense(sim, weight, k, gap_power)
+        return _scope_greedy_cpu(sim, weight, k, gap_power, rule)
+    return _scope_greedy_dense(sim, weight, k, gap_power, rule)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -480,23 +592,31 @@ def divprune_select(features, saliency, k):
 
     ``D = 1 - S``. The first token is the one whose nearest other token (self excluded) is
     farthest; then, K - 1 times, the unpicked token with the largest minimum distance to the
-    picked set. Saliency is not used. Ties go to the lower index. With N = 1 the single token is
-    picked. The features used are whatever is passed (the vision features by default; pass the
-    projected tokens for the released code's variant).
+    picked set. Saliency is not used. With N = 1 the single token is picked. The features used
+    are whatever is passed (the vision features by default; pass the projected tokens for the
+    released code's variant).
+
+    Ties (ALGORITHMS.md, "SCOPE", "Numerics", applied here): distances come from the same GEMM
+    as SCOPE's similarities, and near-duplicate rows give distances that differ by rounding
+    noise only, so values within ``delta = rounding_delta(dtype, d)`` of the largest tie and
+    the lowest index among them is picked (every argmax below, the first pick included). Once
+    every remaining token duplicates a picked one, all their min-distances are noise around 0
+    and the lowest remaining indices follow.
     """
     dist = 1.0 - cosine_similarity_matrix(features)  # (B, N, N)
     batch, n, _ = dist.shape
+    delta = rounding_delta(dist.dtype, features.shape[-1])
     rows = torch.arange(batch, device=dist.device)
     eye = torch.eye(n, dtype=torch.bool, device=dist.device)
     nearest_other = dist.masked_fill(eye, math.inf).amin(dim=2)  # (B, N); +inf when N = 1
     picks = torch.empty(batch, k, dtype=torch.long, device=dist.device)
-    pick = nearest_other.argmax(dim=1)  # (B,)
+    pick = _first_within(nearest_other, delta)  # (B,)
     picks[:, 0] = pick
     selected = torch.zeros(batch, n, dtype=torch.bool, device=dist.device)
     selected[rows, pick] = True
     min_dist = dist[rows, pick, :].clone()  # (B, N): distance of every token to the picked set
     for step in range(1, k):
-        pick = min_dist.masked_fill(selected, -math.inf).argmax(dim=1)
+        pick = _first_within(min_dist.masked_fill(selected, -math.inf), delta)
         picks[:, step] = pick
         selected[rows, pick] = True
         torch.minimum(min_dist, dist[rows, pick, :], out=min_dist)
@@ -587,6 +707,14 @@ def adaptive_select(
     The threshold does not change along the walk (the published method also scales it with the
     selection order; not done here).
 
+    Rounding (ALGORITHMS.md, "SCOPE", "Numerics", applied here): a distance at or below
+    ``delta = rounding_delta(dtype, d)`` counts as 0, so a duplicate of a kept token is blocked
+    by every tau > 0 whatever its rounding noise, and accepted at tau = 0. Other distances are
+    compared with tau exactly (``dist >= tau`` is compatible): tau is a continuous function of
+    the image's erank, not a value that distances sit at by construction, so a distance within
+    rounding of it is a generic near-tie, which no tolerance would remove (it would only move
+    the boundary).
+
     Returns indices and ``info = {"tau": (B,), "erank": (B,), "n_walk": (B,)}``, n_walk being how
     many tokens the walk accepted before any filling.
 
@@ -608,6 +736,7 @@ def adaptive_select(
     # Work in rank order throughout: row/column r of these matrices is the r-th most salient token.
     ranked = features.gather(1, order.unsqueeze(-1).expand(batch, n, d))  # (B, N, d)
     dist = (1.0 - cosine_similarity_matrix(ranked)).clamp_(0.0, 2.0)  # (B, N, N) cosine distances
+    F.threshold_(dist, rounding_delta(dist.dtype, d), 0.0)  # rounding noise around 0 -> exactly 0
     # compatible[b, r, s] = 1 when token s may still be kept next to kept token r (distance >= tau);
     # a token is never compatible with itself, so accepting it also takes it out of the walk.
     compatible = (dist >= tau.to(dist.dtype)[:, None, None]).to(torch.uint8)  # (B, N, N)

@@ -194,6 +194,8 @@ def caption_samples(
     ``sample_id`` = ``image_id`` = the COCO image id as a string (the keys of
     :func:`chair_ground_truth`). ``answers`` is empty and ``label`` None.
     """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"caption_samples: seed must be an integer >= 0, got {seed!r}")
     index = _as_index(instances_file)
     image_dir = require_dir(image_dir, "image folder", COCO_IMAGES_WHERE)
     ids = sorted(index.images)

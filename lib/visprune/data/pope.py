@@ -114,6 +114,10 @@ def build_pope(
         raise ValueError(f"build_pope: strategy must be one of {STRATEGIES}, got {strategy!r}")
     if n_images is not None and (isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 1):
         raise ValueError(f"build_pope: n_images must be a positive integer or None, got {n_images!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"build_pope: seed must be an integer >= 0, got {seed!r}")
+    if isinstance(n_positive, bool) or not isinstance(n_positive, (int, np.integer)) or n_positive < 1:
+        raise ValueError(f"build_pope: n_positive must be a positive integer, got {n_positive!r}")
     index = _as_index(instances)
     names, freq, co = category_statistics(index)
     pos = {name: i for i, name in enumerate(names)}
@@ -163,11 +167,21 @@ def pope_lines(questions: list[dict]) -> str:
 
 
 def write_pope(questions: list[dict], path: str | os.PathLike) -> Path:
-    """Write questions as an official-format POPE file (JSON lines)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(pope_lines(questions), encoding="utf-8")
-    return path
+    """Write questions as an official-format POPE file (JSON lines), atomically.
+
+    The file appears complete or not at all (a temporary file beside it, then a rename); an
+    ``OSError`` such as a full disk names the path.
+    """
+    from visprune.data.toyworld import write_atomically
+
+    return write_atomically(path, pope_lines(questions))
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename."""
+    from visprune.data.toyworld import write_atomically
+
+    return write_atomically(path, text)
 
 
 def _strategy_from_name(path: Path) -> str | None:

@@ -41,7 +41,7 @@ class Sample:
       tower's work (POPE: the image file name; ScienceQA: the pid; captioning: the image id).
     - ``image_path``: where the image is; opened only by :meth:`load_image` (``None`` only for
       ScienceQA problems without an image, read with ``img_only=False``).
-    - ``prompt``: the user question, ready for :func:`visprune.prompts.conversation`.
+    - ``prompt``: the user question, ready for ``PromptFormat.conversation`` (:mod:`visprune.prompts`).
     - ``answers``: the answer set, ``("yes", "no")``, ``("A", "B", ...)``, or ``()`` for captions.
     - ``label``: index of the correct answer in ``answers`` (``None`` for captions).
     - ``meta``: JSON-serialisable extras the chapters use (split, n_objects, scene, task, ...).
@@ -109,7 +109,10 @@ def require_dir(path: str | os.PathLike, what: str, where: str = "") -> Path:
 
 def read_json(path: Path) -> Any:
     """Parse a JSON file; a syntax error names the file, line and column."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not a UTF-8 text file (byte {err.start}); expected JSON") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
@@ -123,8 +126,12 @@ def read_json_lines(path: Path) -> Iterator[tuple[int, dict]]:
 
     A line that is not a JSON object raises ValueError naming the file and the line number.
     """
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"{path}, line {lineno}: not UTF-8 text; expected one JSON object per line") from None
             if not line.strip():
                 continue
             try:
@@ -143,6 +150,8 @@ def require_field(obj: Mapping, name: str, where: str, kind: type | tuple[type, 
 
     With ``kind``, the value must be an instance of it (``bool`` is not accepted as ``int``).
     """
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{where}: expected a JSON object with field {name!r}, got {type(obj).__name__}")
     if name not in obj:
         raise ValueError(f"{where}: missing field {name!r}")
     value = obj[name]

@@ -80,6 +80,8 @@ def read_scienceqa(
         raise ValueError(f"{splits_path}: expected a JSON object {{split: [pid, ...]}}, got {type(pid_splits).__name__}")
     if split not in pid_splits:
         raise ValueError(f"split: {split!r} is not in {splits_path}; it has {sorted(pid_splits)}")
+    if not isinstance(pid_splits[split], list):
+        raise ValueError(f"{splits_path}: split {split!r} should be a list of pids, got {type(pid_splits[split]).__name__}")
     images = _image_root(root, image_root)
 
     samples: list[Sample] = []

@@ -24,8 +24,9 @@ Sizes: images are 96 x 96 RGB and the toy vision tower uses 8 px patches, so an 
 the same fractions onto 16, 32 and 48 of 144 (:func:`toy_budget`, :data:`TOY_BUDGETS`).
 
 :func:`generate_toyworld` writes the whole world (images, COCO instances and captions per
-split, POPE question files, ScienceQA-format problems) under one folder, atomically and only
-when its parameters changed; ``python -m visprune.data toyworld`` is the command line for it.
+split, POPE question files, ScienceQA-format problems) under one folder, atomically, only
+where files are missing or changed, and never touching files in that folder that it did not
+write itself; ``python -m visprune.data toyworld`` is the command line for it.
 """
 
 from __future__ import annotations
@@ -35,8 +36,7 @@ import io
 import json
 import math
 import os
-import shutil
-import tempfile
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -44,6 +44,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from visprune import _validation as v
 from visprune.data import glyphs
 from visprune.data.glyphs import COLOURS, SKY  # colour names -> RGB
 
@@ -602,11 +603,29 @@ def toy_paths(root: str | os.PathLike | None = None) -> ToyPaths:
 
 def split_sizes(n_images: int, fractions: Sequence[float]) -> dict[str, int]:
     """Images per split: ``fractions`` (train, val, test) of ``n_images``, rounded, summing up."""
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
-        raise ValueError(f"split_fractions: three non-negative fractions summing to 1, got {tuple(fractions)}")
+    want = "three fractions (train, val, test), each a number in [0, 1], summing to 1"
+    try:
+        fractions = tuple(fractions)
+    except TypeError:
+        raise ValueError(f"split_fractions: {want}, got {fractions!r}") from None
+    if len(fractions) != 3 or not all(_is_real(f) for f in fractions):
+        raise ValueError(f"split_fractions: {want}, got {fractions!r}")
+    if any(not 0.0 <= f <= 1.0 for f in fractions) or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
+        raise ValueError(f"split_fractions: {want}, got {tuple(float(f) for f in fractions)} (sum {sum(fractions):g})")
     n_train = int(round(n_images * fractions[0]))
     n_val = int(round(n_images * fractions[1]))
     return {"train": n_train, "val": n_val, "test": n_images - n_train - n_val}
+
+
+def _is_real(x) -> bool:
+    """A finite real number that is not a bool."""
+    return (not isinstance(x, (bool, np.bool_)) and isinstance(x, (int, float, np.integer, np.floating))
+            and math.isfinite(x))
+
+
+def _is_count(x, low: int) -> bool:
+    """An int (not a bool) >= ``low``."""
+    return not isinstance(x, (bool, np.bool_)) and isinstance(x, (int, np.integer)) and x >= low
 
 
 def generate_toyworld(
@@ -629,46 +648,98 @@ def generate_toyworld(
         pope/toy_pope_{random,popular,adversarial}.json                 (test images, official format)
         pope/toy_pope_val_{random,popular,adversarial}.json             (validation images)
         scienceqa/problems.json, pid_splits.json, {split}/{pid}/image.png (ScienceQA format)
-        manifest.json                                                   (parameters + content hash)
+        manifest.json                                                   (parameters, file list, content hash)
 
     Image ids run from 1 over train, then val, then test. POPE files follow POPE's rules
     (:func:`visprune.data.pope.build_pope`) with at most ``pope_images`` images each.
     ScienceQA problems (:func:`visprune.data.scienceqa.toy_problems`): ``sqa_per_image`` per
     image plus a ``sqa_text_only`` fraction without an image.
 
-    Idempotent: if ``out/manifest.json`` records the same parameters and the files still hash
-    to its content hash, nothing is written (``force=True`` regenerates). Atomic: the world is
-    written to a temporary folder beside ``out`` and renamed into place.
+    The folder may hold other files: they are the user's and are never replaced or removed.
+
+    - **Up to date**: if ``manifest.json`` records the same parameters and the files it lists
+      still hash to its content hash, nothing is written (``force=True`` skips this check).
+    - **Completed or repaired**: otherwise the world is rendered in memory and compared with
+      the folder file by file; only the generator's missing or different files are written,
+      and files of an earlier world that the new one does not have are removed, where the
+      manifest lists them as the generator's. A folder whose ``manifest.json`` is missing is
+      completed the same way, provided that each file already at one of the world's paths is
+      identical to the one the generator would write there.
+    - **Never the user's files**: a file at one of the world's paths that the manifest does not
+      list and that differs stops the call (ValueError naming it) before anything is written,
+      as does a non-empty folder that holds no toy world.
+    - **Atomic**: each file is written to a temporary name and renamed into place, and the
+      manifest is marked incomplete until the last file is in place, so a run that is killed
+      leaves a world that never passes as complete; the next call completes it.
+
+    An ``OSError`` while writing (a full disk) names the file; the world is left marked
+    incomplete.
+    """
+    for name, value, low in (("seed", seed, 0), ("n_images", n_images, 1), ("sqa_per_image", sqa_per_image, 0)):
+        if not _is_count(value, low):
+            raise ValueError(f"generate_toyworld: {name} must be an integer >= {low}, got {value!r}")
+    if pope_images is not None and not _is_count(pope_images, 1):
+        raise ValueError(f"generate_toyworld: pope_images must be a positive integer or None, got {pope_images!r}")
+    if not _is_real(sqa_text_only) or not 0.0 <= sqa_text_only < 1.0:
+        raise ValueError(f"generate_toyworld: sqa_text_only must be a number in [0, 1), got {sqa_text_only!r}")
+    if not isinstance(force, (bool, np.bool_)):
+        raise ValueError(f"generate_toyworld: force must be True or False, got {force!r}")
+    sizes = split_sizes(n_images, split_fractions)
+    paths = toy_paths(out)
+    current, on_disk = _check_world_folder(paths, "out")
+    params = {
+        "generator_version": GENERATOR_VERSION, "seed": int(seed), "n_images": int(n_images),
+        "split_fractions": [float(f) for f in split_fractions], "split_sizes": sizes,
+        "pope_images": None if pope_images is None else int(pope_images), "sqa_per_image": int(sqa_per_image),
+        "sqa_text_only": float(sqa_text_only), "image_size": IMAGE_SIZE, "patch_size": PATCH_SIZE,
+    }
+
+    owned = _owned_files(current, on_disk)
+    if (not force and current is not None and current.get("complete", True)
+            and current.get("params") == params and _intact(paths.root, current, owned)):
+        return current
+
+    files, links, manifest = _render_world(params)
+    _sync_world(paths, files, links, manifest, owned)
+    return manifest
+
+
+def check_world_folder(out: str | os.PathLike | None = None, name: str = "out") -> Path:
+    """Check, before any work, that a toy world may be written at ``out``; return its folder.
+
+    ValueError naming ``name`` (an argument, or a command-line option such as ``--world``) when
+    ``out`` is a file or cannot be written, when its ``manifest.json`` is not a toy world's, or
+    when it is a non-empty folder that holds no toy world. Nothing is written.
+    """
+    paths = toy_paths(out)
+    _check_world_folder(paths, name)
+    return paths.root
+
+
+def _check_world_folder(paths: ToyPaths, name: str) -> tuple[dict | None, set[str]]:
+    """:func:`check_world_folder`; returns the manifest (or None) and the files on disk."""
+    v.output_folder(paths.root, name)
+    current = _read_manifest(paths, name)
+    on_disk = _files_on_disk(paths)
+    if current is None and on_disk and not any(_LAYOUT.fullmatch(rel) for rel in on_disk):
+        raise ValueError(
+            f"{name}: {paths.root} is a non-empty folder that holds no toy world (no manifest.json, none of its files); "
+            "refusing to write into it. Pass an empty or new folder"
+        )
+    return current, on_disk
+
+
+def _render_world(params: dict) -> tuple[dict[str, bytes], dict[str, str], dict]:
+    """Every file of the world described by ``params``, in memory: (files, links, manifest).
+
+    ``files`` maps relative path -> content; ``links`` maps the ScienceQA image paths to the
+    image under ``images/`` with the same content (written as hard links).
     """
     from visprune.data import coco as coco_mod
     from visprune.data import pope as pope_mod
     from visprune.data import scienceqa as sqa_mod
 
-    for name, value, low in (("seed", seed, 0), ("n_images", n_images, 1), ("sqa_per_image", sqa_per_image, 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"generate_toyworld: {name} must be an integer >= {low}, got {value!r}")
-    if pope_images is not None and (not isinstance(pope_images, (int, np.integer)) or pope_images < 1):
-        raise ValueError(f"generate_toyworld: pope_images must be a positive integer or None, got {pope_images!r}")
-    if not 0.0 <= sqa_text_only < 1.0:
-        raise ValueError(f"generate_toyworld: sqa_text_only must be in [0, 1), got {sqa_text_only!r}")
-    sizes = split_sizes(n_images, split_fractions)
-    paths = toy_paths(out)
-    params = {
-        "generator_version": GENERATOR_VERSION, "seed": int(seed), "n_images": int(n_images),
-        "split_fractions": [float(f) for f in split_fractions], "split_sizes": sizes,
-        "pope_images": pope_images, "sqa_per_image": int(sqa_per_image), "sqa_text_only": float(sqa_text_only),
-        "image_size": IMAGE_SIZE, "patch_size": PATCH_SIZE,
-    }
-    if paths.root.exists() and any(paths.root.iterdir()) and not _is_toy_world(paths):
-        raise ValueError(
-            f"generate_toyworld: {paths.root} is a non-empty folder without a toy-world manifest.json; "
-            "refusing to replace it. Pass an empty or new folder as out=..."
-        )
-    if not force:
-        current = _current_manifest(paths)
-        if current is not None and current.get("params") == params:
-            return current
-
+    seed, sizes, pope_images = params["seed"], params["split_sizes"], params["pope_images"]
     files: dict[str, bytes] = {}  # relative path -> content
     indexes: dict[str, object] = {}
     image_path: dict[str, str] = {}  # file name -> relative path under images/
@@ -687,12 +758,19 @@ def generate_toyworld(
         indexes[split] = coco_mod.CocoIndex.from_dict(instances, source=f"instances_{split}.json")
 
     for split, prefix in (("test", "toy_pope_"), ("val", "toy_pope_val_")):
+        index = indexes[split]
+        if not any(len(index.image_categories(i)) >= pope_mod.N_POSITIVE for i in index.images):
+            raise ValueError(
+                f"generate_toyworld: the {split} split ({sizes[split]} images) has no image with "
+                f"{pope_mod.N_POSITIVE} or more object categories, so POPE has no questions for it; "
+                "use more images (n_images) or a larger share for that split (split_fractions)"
+            )
         for strategy in POPE_STRATEGIES:
-            questions = pope_mod.build_pope(indexes[split], strategy, n_images=pope_images, seed=seed)
+            questions = pope_mod.build_pope(index, strategy, n_images=pope_images, seed=seed)
             files[f"pope/{prefix}{strategy}.json"] = pope_mod.pope_lines(questions).encode()
 
     problems, pid_splits, pid_image = sqa_mod.toy_problems(
-        indexes, seed=seed, per_image=sqa_per_image, text_only_fraction=sqa_text_only
+        indexes, seed=seed, per_image=params["sqa_per_image"], text_only_fraction=params["sqa_text_only"]
     )
     files["scienceqa/problems.json"] = _json_bytes(problems)
     files["scienceqa/pid_splits.json"] = _json_bytes(pid_splits)
@@ -701,7 +779,7 @@ def generate_toyworld(
         links[f"scienceqa/{problems[pid]['split']}/{pid}/image.png"] = image_path[file_name]
 
     manifest = {
-        "generator": "visprune.data.toyworld", "params": params,
+        "generator": GENERATOR, "params": params,
         "n_files": len(files) + len(links),
         "content_sha256": _content_hash([*files.items(), *((rel, files[src]) for rel, src in links.items())]),
         "counts": {
@@ -711,10 +789,23 @@ def generate_toyworld(
             },
             "scienceqa_problems": {s: len(pid_splits[s]) for s in SPLITS},
         },
+        "complete": True,
+        "files": sorted([*files, *links]),  # every file the generator wrote here, manifest.json aside
     }
-    files["manifest.json"] = _json_bytes(manifest)
-    _write_atomically(paths.root, files, links)
-    return manifest
+    return files, links, manifest
+
+
+GENERATOR = "visprune.data.toyworld"
+MANIFEST = "manifest.json"
+#: Paths a toy world's files have (for manifests written before they listed their files, and to
+#: recognise a toy world whose manifest.json is missing).
+_LAYOUT = re.compile(
+    r"images/(train|val|test)/toy_(train|val|test)_\d{12}\.png"
+    r"|annotations/(instances|captions)_(train|val|test)\.json"
+    r"|pope/toy_pope_(val_)?(random|popular|adversarial)\.json"
+    r"|scienceqa/(problems|pid_splits)\.json"
+    r"|scienceqa/(train|val|test)/\d+/image\.png"
+)
 
 
 def _json_bytes(obj) -> bytes:
@@ -723,70 +814,219 @@ def _json_bytes(obj) -> bytes:
 
 def _content_hash(items) -> str:
     """SHA-256 over (relative path, SHA-256 of content) pairs in path order."""
+    return _digest_hash((rel, hashlib.sha256(data).hexdigest()) for rel, data in items)
+
+
+def _digest_hash(items) -> str:
+    """:func:`_content_hash` from (relative path, SHA-256 hex digest of content) pairs."""
     h = hashlib.sha256()
-    for rel, data in sorted(items):
-        h.update(rel.encode() + b"\0" + hashlib.sha256(data).hexdigest().encode() + b"\n")
+    for rel, digest in sorted(items):
+        h.update(rel.encode() + b"\0" + digest.encode() + b"\n")
     return h.hexdigest()
 
 
-def _is_toy_world(paths: ToyPaths) -> bool:
+def _read_manifest(paths: ToyPaths, name: str = "out") -> dict | None:
+    """The world's manifest; None if there is no ``manifest.json``.
+
+    A ``manifest.json`` that is not a toy world's (unreadable, or written by something else) is
+    not ours to replace: ValueError naming it.
+    """
+    path = paths.manifest
+    if not path.exists():
+        return None
+    problem = None
     try:
-        return json.loads(paths.manifest.read_text()).get("generator") == "visprune.data.toyworld"
-    except (OSError, ValueError, AttributeError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or data.get("generator") != GENERATOR:
+            problem = "it was not written by visprune.data.toyworld"
+    except (OSError, ValueError) as err:
+        problem = f"it cannot be read: {v.error_line(err)}"
+    if problem is None:
+        return data
+    raise ValueError(
+        f"{name}: {path} is not a toy-world manifest ({problem}); the generator writes only into a folder whose files it "
+        "can account for. Move it away if it is yours, or delete it if it is a damaged toy-world manifest, and rerun"
+    )
+
+
+def _files_on_disk(paths: ToyPaths) -> set[str]:
+    """Relative paths of the files under the world's folder, ``manifest.json`` aside."""
+    root = paths.root
+    if not root.is_dir():
+        return set()
+    found = set()
+    for folder, _, names in os.walk(root):
+        base = Path(folder)
+        for name in names:
+            rel = (base / name).relative_to(root).as_posix()
+            if rel != MANIFEST:
+                found.add(rel)
+    return found
+
+
+def _owned_files(manifest: dict | None, on_disk: set[str]) -> set[str]:
+    """The files the generator wrote: those the manifest lists (older manifests, which list
+    none: the files at the world's paths). None without a manifest."""
+    if manifest is None:
+        return set()
+    listed = manifest.get("files")
+    if isinstance(listed, list) and all(isinstance(rel, str) for rel in listed):
+        return set(listed)
+    return {rel for rel in on_disk if _LAYOUT.fullmatch(rel)}
+
+
+def _intact(root: Path, manifest: dict, owned: set[str]) -> bool:
+    """Whether the generator's files are all there and hash to the manifest's content hash."""
+    digests = []
+    for rel in owned:
+        try:
+            digests.append((rel, hashlib.sha256((root / rel).read_bytes()).hexdigest()))
+        except OSError:
+            return False
+    return len(digests) == manifest.get("n_files", -1) and _digest_hash(digests) == manifest.get("content_sha256")
+
+
+def _sync_world(paths: ToyPaths, files: dict[str, bytes], links: dict[str, str], manifest: dict,
+                owned: set[str]) -> None:
+    """Make the folder hold the rendered world, touching only the generator's files.
+
+    First every path is checked and nothing is written if one is the user's (see
+    :func:`generate_toyworld`). Then the manifest is marked incomplete, the missing and
+    different files are written (each atomically), files of the earlier world that the new one
+    lacks are removed, and the complete manifest is written last.
+    """
+    root = paths.root
+    wanted = {**files, **{rel: files[src] for rel, src in links.items()}}
+    to_write: list[str] = []
+    conflicts: list[str] = []
+    parent_ok: dict[Path, bool] = {}
+    for rel in sorted(wanted):
+        target = root / rel
+        blocker = _file_in_the_way(root, target.parent, parent_ok)
+        if blocker is not None:
+            conflicts.append(f"{blocker} is a file where the toy world needs a folder")
+        elif target.is_dir():
+            conflicts.append(f"{target} is a folder where the toy world writes a file")
+        elif not target.exists():
+            to_write.append(rel)
+        elif not _same_content(target, wanted[rel]):
+            if rel in owned:
+                to_write.append(rel)  # the generator's own file, damaged or from other parameters
+            else:
+                conflicts.append(f"{target} is not listed in the toy world's manifest and differs from the file "
+                                 "the generator writes there")
+    if conflicts:
+        more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+        raise ValueError(f"out: refusing to overwrite what the toy world did not write: {conflicts[0]}{more}; "
+                         "move it away and rerun")
+    to_remove = sorted(rel for rel in owned - set(wanted) if (root / rel).is_file())
+    final = _json_bytes(manifest)
+    if not to_write and not to_remove and paths.manifest.is_file() and _same_content(paths.manifest, final):
+        return
+
+    pending = dict(manifest, complete=False, files=sorted(set(manifest["files"]) | owned))
+    made: set[Path] = set()
+    _write_file(paths.manifest, _json_bytes(pending), made)  # from here on the world is "incomplete"
+    for rel in to_write:
+        if rel not in links:
+            _write_file(root / rel, wanted[rel], made)
+    for rel in to_write:
+        if rel in links:
+            _link_file(root / links[rel], root / rel, wanted[rel], made)
+    for rel in to_remove:
+        _remove_file(root, root / rel)
+    _write_file(paths.manifest, final, made)
+
+
+def _file_in_the_way(root: Path, folder: Path, cache: dict[Path, bool]) -> Path | None:
+    """The first existing non-folder among ``folder`` and its parents below ``root``, if any."""
+    chain = []
+    probe = folder
+    while probe != root and root in probe.parents:
+        chain.append(probe)
+        probe = probe.parent
+    for d in reversed(chain):  # from the root down
+        if d not in cache:
+            cache[d] = not (d.exists() and not d.is_dir())
+        if not cache[d]:
+            return d
+    return None
+
+
+def _same_content(path: Path, data: bytes) -> bool:
+    try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
         return False
 
 
-def _current_manifest(paths: ToyPaths) -> dict | None:
-    """The manifest of the world at ``paths`` if its files are intact, else None."""
-    try:
-        manifest = json.loads(paths.manifest.read_text())
-    except (OSError, ValueError):
-        return None
-    root = paths.root
-    items = []
-    for p in root.rglob("*"):
-        if p.is_file() and p != paths.manifest:
-            items.append((p.relative_to(root).as_posix(), p.read_bytes()))
-    if len(items) != manifest.get("n_files", -1) or _content_hash(items) != manifest.get("content_sha256"):
-        return None
-    return manifest
+def _temporary(target: Path) -> Path:
+    return target.with_name(f".{target.name}.tmp-{os.getpid()}")
 
 
-def _write_atomically(root: Path, files: dict[str, bytes], links: dict[str, str] | None = None) -> None:
-    """Write ``files`` into a fresh temporary folder beside ``root``, then swap it into place.
+_INCOMPLETE = "the toy world is left marked incomplete: fix this and rerun to complete it"
 
-    ``links`` maps more relative paths to files already in ``files``: they become hard links
-    (copies where the file system has none).
+
+def _write_error(target: Path, err: OSError, hint: str = _INCOMPLETE) -> OSError:
+    return OSError(err.errno, f"cannot write {target} ({err.strerror or err}); {hint}")
+
+
+def write_atomically(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` (text is UTF-8 encoded) to ``path`` through a temporary file and a rename.
+
+    The file is either the old one or the complete new one, never half written; an ``OSError``
+    (a full disk) names the path and leaves no temporary file behind.
     """
-    root = Path(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    path = Path(path)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    _write_file(path, raw, set(), hint=f"{path} was left as it was")
+    return path
+
+
+def _write_file(target: Path, data: bytes, made: set[Path], hint: str = _INCOMPLETE) -> None:
+    """Write ``data`` to ``target`` atomically: a temporary file beside it, then a rename."""
+    tmp = _temporary(target)
     try:
-        made: set[Path] = set()
-        for rel, data in files.items():
-            target = tmp / rel
-            if target.parent not in made:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                made.add(target.parent)
-            target.write_bytes(data)
-        for rel, src in (links or {}).items():
-            target = tmp / rel
-            if target.parent not in made:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                made.add(target.parent)
-            try:
-                os.link(tmp / src, target)
-            except OSError:
-                shutil.copyfile(tmp / src, target)
-        old = None
-        if root.exists():
-            old = root.parent / f".{root.name}.old-{os.getpid()}"
-            if old.exists():
-                shutil.rmtree(old)
-            root.rename(old)
-        tmp.rename(root)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if target.parent not in made:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            made.add(target.parent)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise _write_error(target, err, hint) from err
         raise
+
+
+def _link_file(src: Path, target: Path, data: bytes, made: set[Path]) -> None:
+    """``target`` as a hard link to ``src`` (a copy of ``data`` where links are not possible)."""
+    tmp = _temporary(target)
+    try:
+        if target.parent not in made:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            made.add(target.parent)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            tmp.write_bytes(data)
+        os.replace(tmp, target)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise _write_error(target, err) from err
+        raise
+
+
+def _remove_file(root: Path, path: Path) -> None:
+    """Remove one of the generator's files, then its folders if that left them empty."""
+    path.unlink(missing_ok=True)
+    folder = path.parent
+    while folder != root and root in folder.parents:
+        try:
+            folder.rmdir()  # only ever removes an empty folder
+        except OSError:
+            break
+        folder = folder.parent

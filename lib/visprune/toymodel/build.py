@@ -10,7 +10,10 @@ The toy model is a real ``transformers`` LLaVA, in the llava-hf layout:
 - a byte-level BPE tokenizer trained on the toy world's text plus LLaVA's system sentence, with
   ``<s>``, ``</s>``, ``<pad>``, ``<unk>`` and ``<image>`` as special tokens;
 - a ``CLIPImageProcessor`` (CLIP mean and std) and a ``LlavaProcessor`` that expands ``<image>``
-  to 144 tokens, with a chat template that renders LLaVA-1.5's conversation format.
+  to 144 tokens, with a chat template that renders the toy model's conversation format,
+  :data:`PROMPT_FORMAT` (``prompts.VICUNA_V0``: ``conv_vicuna_v0``'s system sentence in
+  LLaVA-1.5's USER/ASSISTANT layout), which :func:`save_pretrained` declares in
+  ``prompt_format.json`` (DESIGN.md section 5: the prompt format belongs to the model).
 
 After ``save_pretrained`` the directory loads with ``AutoProcessor.from_pretrained`` and
 ``LlavaForConditionalGeneration.from_pretrained`` like any llava-hf checkpoint.
@@ -44,14 +47,17 @@ SPECIAL_TOKENS = (UNK, BOS, EOS, PAD, prompts.IMAGE_TOKEN)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-# Renders "{system} USER: <image>\n{question} ASSISTANT:" (prompts.conversation). A conversation
-# without a system message gets LLaVA's system sentence, which the toy model was trained with.
+#: The conversation format the toy model is trained with (and declares in its directory).
+PROMPT_FORMAT = prompts.VICUNA_V0
+
+# Renders "{system} USER: <image>\n{question} ASSISTANT:" (PROMPT_FORMAT.conversation). A
+# conversation without a system message gets PROMPT_FORMAT's system sentence.
 CHAT_TEMPLATE = (
     "{% if messages and messages[0]['role'] == 'system' %}"
     "{% set system = messages[0]['content'] if messages[0]['content'] is string "
     "else messages[0]['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') %}"
     "{% set turns = messages[1:] %}"
-    "{% else %}{% set system = '" + prompts.LLAVA_SYSTEM.replace("'", "\\'") + "' %}"
+    "{% else %}{% set system = '" + PROMPT_FORMAT.system.replace("'", "\\'") + "' %}"
     "{% set turns = messages %}{% endif %}"
     "{{ system }}"
     "{% for message in turns %}"
@@ -137,7 +143,7 @@ def answer_words() -> list[str]:
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer on ``texts`` and wrap it for ``transformers``.
 
-    The corpus is extended with LLaVA's system sentence and, many times over, each answer word
+    The corpus is extended with the toy format's conversation and, many times over, each answer word
     after ``"ASSISTANT:"``, so "Yes", " Yes", "no", " A", ... are single tokens whatever the
     toy world's text looks like (:func:`check_answer_tokens` raises otherwise). The post-processor prepends ``<s>`` (as Llama tokenizers do).
     """
@@ -149,7 +155,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     answers = []
     for word in answer_words():
         answers += [f"ASSISTANT: {word}", f"ASSISTANT:{word}"]
-    corpus = texts + [prompts.conversation(prompts.CAPTION_PROMPT)] * 50 + answers * 1000
+    corpus = texts + [PROMPT_FORMAT.conversation(prompts.CAPTION_PROMPT)] * 50 + answers * 1000
 
     tokenizer = Tokenizer(models.BPE(unk_token=UNK))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -260,11 +266,13 @@ def build_model(config: LlavaConfig, seed: int) -> LlavaForConditionalGeneration
 
 
 def save_pretrained(model, processor, out_dir: str | Path) -> Path:
-    """Save model (safetensors, fp32) and processor in the llava-hf layout."""
+    """Save model (safetensors, fp32) and processor in the llava-hf layout, and declare the
+    prompt format the model was trained with (``prompt_format.json``, :data:`PROMPT_FORMAT`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
+    prompts.write_prompt_format(out, PROMPT_FORMAT)
     # Name the tokenizer class by its long-standing alias so older transformers releases load it too.
     config_path = out / "tokenizer_config.json"
     tokenizer_config = json.loads(config_path.read_text())

@@ -174,12 +174,74 @@ def saliency_check(llava, world: Path, n_images: int = 100) -> dict:
     }
 
 
+def _is_count(x, low: int) -> bool:
+    return not isinstance(x, (bool, np.bool_)) and isinstance(x, (int, np.integer)) and x >= low
+
+
+def world_files(world: str | Path) -> list[tuple[Path, str]]:
+    """The toy-world files the card reads, each with what it is (for messages)."""
+    paths = toyworld.toy_paths(world)
+    files = [(paths.pope(split), f"POPE {split} questions") for split in POPE_SPLITS]
+    files += [
+        (paths.instances("test"), "COCO instances of the test split"),
+        (paths.captions("test"), "COCO captions of the test split"),
+        (paths.scienceqa / "problems.json", "ScienceQA problems"),
+        (paths.scienceqa / "pid_splits.json", "ScienceQA splits"),
+    ]
+    return files
+
+
+def check_inputs(model_dir: str | Path, world: str | Path, n_captions: int = 100, n_questions: int | None = None,
+                 threads: int = 2, *, names: dict[str, str] | None = None) -> tuple[Path, Path]:
+    """Check the card's arguments before any work; return ``(model_dir, world)`` as Paths.
+
+    ``model_dir`` must be a llava-hf checkpoint folder (:func:`visprune.model.check_checkpoint_dir`)
+    that can be written into (the card goes beside the weights); ``world`` a toy world holding
+    every file the card reads (:func:`world_files`); ``n_captions``, ``threads`` >= 1 and
+    ``n_questions`` None or >= 1 (bools are not integers). ValueError, or FileNotFoundError for
+    missing files, with one line naming the argument (``names`` maps an argument to the name to
+    show, e.g. ``{"model_dir": "--model"}``).
+    """
+    from visprune import _validation as v
+    from visprune.model import CHECKPOINT_FILES, check_checkpoint_dir
+
+    shown = {"model_dir": "model_dir", "world": "world", "n_captions": "n_captions", "n_questions": "n_questions",
+             "threads": "threads", **(names or {})}
+    for key, value, allow_none in (("n_captions", n_captions, False), ("n_questions", n_questions, True),
+                                   ("threads", threads, False)):
+        if not (allow_none and value is None) and not _is_count(value, 1):
+            raise ValueError(f"{shown[key]}: must be an integer >= 1{' or None' if allow_none else ''}, got {value!r}")
+    model_dir = v.input_folder(model_dir, shown["model_dir"], "model folder")
+    lacking = [" or ".join(files) for _, files in CHECKPOINT_FILES if not any((model_dir / f).is_file() for f in files)]
+    if lacking:
+        raise FileNotFoundError(f"{shown['model_dir']}: {model_dir} is not a model checkpoint: it has no {', no '.join(lacking)} "
+                                "(pass the folder written by `python -m visprune.toymodel train`)")
+    try:
+        check_checkpoint_dir(model_dir)  # weight shards listed in an index
+    except (FileNotFoundError, ValueError) as err:
+        raise FileNotFoundError(f"{shown['model_dir']}: {model_dir} is not a complete checkpoint ({v.error_line(err)})") from None
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{shown['model_dir']}: {model_dir / 'config.json'} cannot be read as JSON ({v.error_line(err)})") from None
+    if not isinstance(config, dict) or config.get("model_type") != "llava":
+        got = config.get("model_type") if isinstance(config, dict) else type(config).__name__
+        raise ValueError(f"{shown['model_dir']}: {model_dir} is not a LLaVA checkpoint (config.json has model_type {got!r})")
+    v.output_file(model_dir / "README.md", shown["model_dir"])
+    v.output_file(model_dir / "card.json", shown["model_dir"])
+    world = v.input_folder(world, shown["world"], "toy world folder")
+    v.input_folder(toyworld.toy_paths(world).images("test"), shown["world"], "folder of the test images")
+    for path, what in world_files(world):
+        v.input_file(path, shown["world"], f"{what} ({path.name}; generate the toy world with `python -m visprune.data toyworld --out {world}`)")
+    return model_dir, world
+
+
 def measure(model_dir: str | Path, world: str | Path, n_captions: int = 100, n_questions: int | None = None,
             threads: int = 2, log: Log = print) -> dict:
     """Every number of the model card (see the module docstring)."""
     from visprune.model import PrunedLlava
 
-    model_dir, world = Path(model_dir), Path(world)
+    model_dir, world = check_inputs(model_dir, world, n_captions, n_questions, threads)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -300,7 +362,7 @@ def render_card(model_dir: str | Path, result: dict, command: str) -> str:
         "from transformers import AutoProcessor, LlavaForConditionalGeneration",
         "processor = AutoProcessor.from_pretrained(\"data/models/toy-llava\")",
         "model = LlavaForConditionalGeneration.from_pretrained(\"data/models/toy-llava\")",
-        "prompt = prompts.conversation(\"Is there a cup in the image?\\nAnswer the question using a single word or phrase.\")",
+        "prompt = prompts.VICUNA_V0.conversation(\"Is there a cup in the image?\\nAnswer the question using a single word or phrase.\")",
         "inputs = processor(images=image, text=prompt, return_tensors=\"pt\")",
         "```",
         "",
@@ -324,9 +386,9 @@ def render_card(model_dir: str | Path, result: dict, command: str) -> str:
         "Image processor: `CLIPImageProcessor` (CLIP mean and std). Weights: float32 safetensors. "
         f"Shipped size: {result['size_bytes'] / 1e6:.1f} MB.",
         "",
-        "Prompt format (LLaVA-1.5, with its system sentence): "
-        "`\"{system} USER: <image>\\n{question} ASSISTANT:\"` (`visprune.prompts.conversation`; the "
-        "processor's chat template renders the same text).",
+        "Prompt format: LLaVA's `conv_vicuna_v0` (declared in `prompt_format.json`): "
+        "`\"{system} USER: <image>\\n{question} ASSISTANT:\"` (`visprune.prompts.VICUNA_V0`; the "
+        "processor's chat template renders the same text). LLaVA-1.5 checkpoints default to `vicuna_v1`.",
         "",
         "## Training",
         "",

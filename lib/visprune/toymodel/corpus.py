@@ -273,7 +273,9 @@ def epoch_conversations(
 
 def corpus_texts(split: WorldSplit, problems_file_texts: Sequence[str] = ()) -> list[str]:
     """Text the tokenizer is trained on: every prompt and answer the model will meet."""
-    texts = [prompts.LLAVA_SYSTEM, prompts.CAPTION_PROMPT, prompts.POPE_SUFFIX, prompts.SCIENCEQA_SUFFIX]
+    from visprune.toymodel.build import PROMPT_FORMAT  # the toy model's format, declared with the checkpoint
+
+    texts = [PROMPT_FORMAT.system, prompts.CAPTION_PROMPT, prompts.POPE_SUFFIX, prompts.SCIENCEQA_SUFFIX]
     for name in split.categories:
         texts.append(pope.question_text(name))
     for caps in split.captions:

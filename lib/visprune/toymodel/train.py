@@ -346,7 +346,9 @@ def pretrain_vision(
 class ConversationEncoder:
     """Token ids and answer masks for :class:`~visprune.toymodel.corpus.Conversation` s.
 
-    The first turn is ``prompts.conversation(question)`` tokenised with BOS, the image token
+    The first turn is ``build.PROMPT_FORMAT.conversation(question)`` (the toy model's format)
+    tokenised with BOS (for this byte-level tokenizer the same ids as LLaVA's chunk-wise
+    ``tokenizer_image_token``, ``PrunedLlava.prompt_token_ids``), the image token
     expanded to the model's N visual tokens (as ``LlavaProcessor`` does); each answer is
     ``" " + answer`` followed by EOS; later turns are ``"USER: {question} ASSISTANT:"``
     (LLaVA-1.5's multi-turn format, whose turns are separated by EOS).
@@ -365,7 +367,7 @@ class ConversationEncoder:
         key = (kind, text)
         if key not in self._cache:
             if kind == "first":
-                ids = self._expand(self.tokenizer(prompts.conversation(text)).input_ids)
+                ids = self._expand(self.tokenizer(build.PROMPT_FORMAT.conversation(text)).input_ids)
             elif kind == "next":
                 ids = self.tokenizer(f"USER: {text} ASSISTANT:", add_special_tokens=False).input_ids
             else:
@@ -382,7 +384,7 @@ class ConversationEncoder:
     def _end_position(self, head: str, first: bool) -> int:
         """Index, within a turn's prompt ids, of the last token of ``head`` (a prefix of the question)."""
         if first:
-            text = prompts.conversation(head).rsplit(" ASSISTANT:", 1)[0]
+            text = build.PROMPT_FORMAT.conversation(head).rsplit(" ASSISTANT:", 1)[0]
             return len(self._expand(self.tokenizer(text).input_ids)) - 1
         return len(self.tokenizer(f"USER: {head}", add_special_tokens=False).input_ids) - 1
 
