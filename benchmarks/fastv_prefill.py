@@ -15,8 +15,9 @@ every POPE / ScienceQA answer costs), for
 
 - ``unpruned``: all 576 visual tokens;
 - ``pre-LLM``: K visual tokens in the prompt (what every pre-LLM selector hands the LM);
-- ``fastv``: all 576 visual tokens enter; layers 0..L-1 see them all; layer L's attention row of
-  the last prompt token picks K and the others are dropped from layer L on (default L = 2);
+- ``fastv``: all 576 visual tokens enter; layers 0..L-1 see them all; the last prompt token's
+  attention computed inside layer L-1 (the released code's ranking, ``ranking="previous"``)
+  picks K and the others are dropped from layer L on (default L = 2);
 - ``transformers (unpruned)``: ``LlamaModel.forward`` on the same unpruned prompt, a reference
   that the wrapper's layer-by-layer loop costs no more than transformers' own forward.
 
@@ -41,7 +42,7 @@ pre-LLM pruning costs F(40 + K), and FastV at layer L costs
     F_FastV(K, L) = L * f(40 + 576) + (L_total - L) * f(40 + K) + 2 h V + s,
     s = 2 h^2 + 2 h (n_kv_heads * head_dim) (40 + 576) + 2 h (40 + 576),
 
-where s is FastV's own choice: the last token's query and every token's key at layer L,
+where s is FastV's own choice: the last token's query and every token's key at layer L-1,
 and the query-key products (norms and the softmax left out, as elsewhere). The ratios are to
 F(40 + 576); all FLOPs scale with the batch.
 
@@ -196,8 +197,8 @@ def main(argv=None) -> int:
     dtype = torch.float16 if device.type == "cuda" else torch.float32
 
     llava, config = build_llava(device, dtype, args.seed)
-    if any(not 0 <= layer < config.num_hidden_layers for layer in args.layers):
-        parser.error(f"--layers: each must be in 0..{config.num_hidden_layers - 1}")
+    if any(not 1 <= layer < config.num_hidden_layers for layer in args.layers):  # ranking inside layer L-1
+        parser.error(f"--layers: each must be in 1..{config.num_hidden_layers - 1}")
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     threads = torch.get_num_threads()

@@ -420,3 +420,58 @@ def test_divprune_defaults_to_the_projected_tokens(tiny, images, monkeypatch):
     assert scope.params["feature_space"] == "vision"
     with pytest.raises(ValueError, match="feature_space"):
         w.select_tokens(vision, "divprune", k=k, feature_space="pixels")
+
+
+# ------------------------------------------------------------------ low answer-set mass warning
+
+
+def _records(masses_by_run):
+    import pandas as pd
+
+    rows = []
+    for run, masses in masses_by_run.items():
+        for i, mass in enumerate(masses):
+            p = 0.7 if i % 2 else 0.4
+            rows.append({"dataset": "pope-random", "run": run, "status": "ok", "answers": ["yes", "no"],
+                         "label": i % 2, "probs": [p, 1 - p], "confidence": max(p, 1 - p),
+                         "prediction": 0 if p > 0.5 else 1, "correct": (0 if p > 0.5 else 1) == i % 2,
+                         "answer_mass": mass})
+    return pd.DataFrame(rows)
+
+
+def test_summarize_warns_below_half_the_mass_naming_the_run():
+    import warnings
+
+    from visprune.evaluation import LowAnswerMassWarning, answer_mass_warning, summarize
+
+    low = _records({"scope k=16": [0.2, 0.3, 0.6, 0.1]})    # mean 0.30
+    with pytest.warns(LowAnswerMassWarning, match=r"pope-random scope k=16 \(0\.30\)"):
+        summarize(low)
+    fine = _records({"none": [0.5, 0.5, 0.6, 0.4]})         # mean exactly 0.5: not below
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LowAnswerMassWarning)
+        summarize(fine)
+    both = _records({"none": [0.9] * 4, "random k=8": [0.1] * 4})
+    message = answer_mass_warning(both)
+    assert "random k=8" in message and "none" not in message.split(":")[0]
+
+
+def test_grid_warns_for_a_checkpoint_whose_prompt_does_not_match(tmp_path):
+    """A toy checkpoint declared with a foreign prompt format (another system sentence and
+    role names): the engine runs it, and the grid warns because the model no longer puts its
+    first-token mass on the answers."""
+    import json
+    import shutil
+
+    from visprune.evaluation import Evaluator, LowAnswerMassWarning, RunConfig
+    from visprune.profiles import resolve_profile
+
+    toy = resolve_profile("toy")
+    model = tmp_path / "toy-llava-foreign"
+    shutil.copytree(toy.model, model)
+    (model / "prompt_format.json").write_text(json.dumps({
+        "name": "foreign", "system": "You are a pirate.", "template": "{system} Q: {image} {question} A: ..."}))
+    ev = Evaluator(resolve_profile("toy", model=model, results=tmp_path / "results"), device="cpu",
+                   progress=False)
+    with pytest.warns(LowAnswerMassWarning, match="pope-random none"):
+        ev.grid([RunConfig("pope-random", "none", n_samples=8)])

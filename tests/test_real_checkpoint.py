@@ -387,7 +387,13 @@ def test_command_line_grid_on_the_real_profile(standin, fixtures, tmp_path, caps
         "--budgets", "8", "--device", "cpu", "--no-progress", "--max-new-tokens", "8", "--n-samples", "4",
     ]
     assert main(args) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    # the stand-in's weights are random: its answers carry almost no first-token mass, and the
+    # command says so, naming each question-answering run (CHAIR has no answer set)
+    warning = [line for line in captured.err.splitlines() if line.startswith("warning: low answer-set mass")]
+    assert len(warning) == 14 and all("pope-adversarial" in w or "scienceqa" in w for w in warning), captured.err
+    assert all("none" in w or "-k8" in w for w in warning)
     methods = ("none", "random", "saliency", "scope", "divprune", "adaptive", "fastv")
     for method in methods:
         assert method in out
@@ -407,3 +413,48 @@ def test_command_line_grid_on_the_real_profile(standin, fixtures, tmp_path, caps
                     assert isinstance(r["caption"], str)
                 else:
                     assert abs(sum(r["probs"]) - 1) < 1e-5 and 0 < r["answer_mass"] <= 1
+
+
+def _readme_real_profile_command() -> list[str]:
+    """The README's real-profile command line, continuation lines joined, as an argument list."""
+    import shlex
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if "-m visprune run --profile llava-1.5-7b" in line)
+    command = ""
+    for line in lines[start:]:
+        command += line.rstrip().removesuffix("\\") + " "
+        if not line.rstrip().endswith("\\"):
+            break
+    argv = shlex.split(command)
+    return argv[argv.index("visprune") + 1:]
+
+
+def test_the_readme_real_profile_command_works_as_written(standin, fixtures, tmp_path, capsys):
+    """The README's command, with its placeholder paths replaced by the stand-in and the
+    official-format fixtures; only --results, --device, --n-samples and --no-progress added."""
+    from visprune.__main__ import main
+
+    argv = _readme_real_profile_command()
+    places = {"/models/llava-1.5-7b-hf": standin, "/data/pope": fixtures["pope"],
+              "/data/coco/val2014": fixtures["coco_images"], "/data/coco/annotations": fixtures["coco_annotations"],
+              "/data/scienceqa": fixtures["scienceqa"]}
+    assert set(places) <= set(argv), argv  # the README still names these paths
+    argv = [str(places.get(a, a)) for a in argv]
+    results = tmp_path / "results"
+    assert main([*argv, "--results", str(results), "--device", "cpu", "--n-samples", "4", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    method, k = argv[argv.index("--method") + 1], argv[argv.index("--k") + 1]
+    assert f"{method}-k{k}" in out
+    assert len(list(results.rglob("done.json"))) == 1
+
+
+def test_a_pope_run_on_the_real_profile_needs_no_scienceqa_or_annotations(standin, fixtures, tmp_path, capsys):
+    from visprune.__main__ import main
+
+    code = main(["run", "--profile", "llava-1.5-7b", "--model", str(standin), "--pope", str(fixtures["pope"]),
+                 "--coco-images", str(fixtures["coco_images"]), "--results", str(tmp_path / "r"),
+                 "--dataset", "pope-random", "--method", "scope", "--k", "8", "--device", "cpu",
+                 "--n-samples", "2", "--no-progress"], )
+    assert code == 0, capsys.readouterr().err

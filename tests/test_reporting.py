@@ -247,6 +247,8 @@ def test_add_budget_and_labels():
         reporting.add_budget(summary, {64: 16, 65: 16})
     assert reporting.method_label("scope", {"alpha": 0.5, "gap_power": 1.0}) == "SCOPE α=0.5"
     assert reporting.method_label("fastv", {"layer": 3}) == "FastV (layer 3)"
+    assert reporting.method_label("fastv", {"layer": 2, "ranking": "previous"}) == "FastV"
+    assert reporting.method_label("fastv", {"layer": 2, "ranking": "same"}) == "FastV (same-layer ranking)"
     assert reporting.format_interval(0.5, float("nan"), float("nan")) == "0.500"
     answers = [["yes", "no"], list("ABCDE"), list("ABC")]
     table = pd.DataFrame({"status": ["ok", "ok", "failed"], "answers": answers})

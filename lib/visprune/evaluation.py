@@ -703,12 +703,17 @@ class Evaluator:
         The table has the records of every run with a column per run parameter: ``dataset``,
         ``method``, ``k``, ``run`` (the readable label) and one column per method parameter
         (``alpha``, ``gap_power``, ``layer``, ...; missing where a method lacks it).
+        A :class:`LowAnswerMassWarning` names every run whose mean answer-set mass is below 0.5.
         """
         configs = list(configs)
         for config in configs:
             self.validate(config)
         tables = [self.run(config) for config in configs]
-        return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+        table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+        message = answer_mass_warning(table)
+        if message:
+            warnings.warn(message, LowAnswerMassWarning, stacklevel=2)
+        return table
 
     def _load_records(self, folder: Path, chunks: list[list[int]], samples: Sequence, key: str) -> list[dict] | None:
         records: list[dict] = []

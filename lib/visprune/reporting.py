@@ -493,6 +493,8 @@ def method_label(method: str | None, params: Mapping[str, Any] | None = None) ->
     'SCOPE α=0'
     >>> method_label("scope", {"alpha": 1.0, "gap_power": 2.0})
     'SCOPE α=1, p=2'
+    >>> method_label("fastv", {"layer": 3, "ranking": "same"})
+    'FastV (layer 3, same-layer ranking)'
     >>> method_label("none")
     'unpruned'
     """
@@ -509,7 +511,10 @@ def method_label(method: str | None, params: Mapping[str, Any] | None = None) ->
     if method == "saliency":
         return "saliency-only"
     if method == "fastv":
-        return "FastV" if int(params.get("layer", 2)) == 2 else f"FastV (layer {int(params['layer'])})"
+        notes = [] if int(params.get("layer", 2)) == 2 else [f"layer {int(params['layer'])}"]
+        if params.get("ranking", "previous") != "previous":
+            notes.append(f"{params['ranking']}-layer ranking")
+        return f"FastV ({', '.join(notes)})" if notes else "FastV"
     if method == "random":
         return "random"
     if method == "divprune":

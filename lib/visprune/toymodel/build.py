@@ -128,15 +128,19 @@ SMALL = ToyLlavaSize(
 def answer_words() -> list[str]:
     """Words that must be single tokens right after ``"ASSISTANT:"``, with and without a space.
 
-    Every surface variant (``prompts.answer_variants``) of "yes", "no" and the letters A to E,
-    so the first-token mass of each answer is one token per variant and no two answers share a
-    first token (DESIGN.md section 5).
+    Lower, capitalised and upper case of "yes", "no" and the letters A to E, in that order, so
+    every surface variant that counts (``prompts.answer_variants``) is one token and no two
+    answers share a first token (DESIGN.md section 5). The lower-case letters ``a`` to ``e`` stay
+    although they no longer count as answers (upper case only, as LLaVA scores them): the shipped
+    tokenizer was trained with this list, and retraining must reproduce it.
     """
     words: list[str] = []
     for answer in (*prompts.POPE_ANSWERS, *prompts.OPTION_LETTERS[:5]):
-        for form in prompts.answer_variants(answer):
-            if form.strip() not in words:
-                words.append(form.strip())
+        for form in (answer.lower(), answer.capitalize(), answer.upper()):
+            if form not in words:
+                words.append(form)
+    assert all(v.strip() in words for a in (*prompts.POPE_ANSWERS, *prompts.OPTION_LETTERS[:5])
+               for v in prompts.answer_variants(a))
     return words
 
 
