@@ -404,6 +404,8 @@ def test_command_line_grid_on_the_real_profile(standin, fixtures, tmp_path, caps
             config = json.loads((done.parent / "config.json").read_text())
             assert config["prompt"] == prompts.VICUNA_V1.describe()
             assert config["config"]["preprocess"] == "pad"
+            if dataset == "chair":  # the protocol's knobs, overridden on the command line, are recorded
+                assert (config["config"]["n_samples"], config["config"]["max_new_tokens"]) == (4, 8)
             records = [json.loads(line) for f in sorted(done.parent.glob("chunk-*.jsonl"))
                        for line in f.read_text().splitlines() if line.strip()]
             records = [r for r in records if "order" in r]
@@ -458,3 +460,21 @@ def test_a_pope_run_on_the_real_profile_needs_no_scienceqa_or_annotations(standi
                  "--dataset", "pope-random", "--method", "scope", "--k", "8", "--device", "cpu",
                  "--n-samples", "2", "--no-progress"], )
     assert code == 0, capsys.readouterr().err
+
+
+def test_chair_protocol_defaults_on_the_real_profile(standin, fixtures, tmp_path):
+    """500 images drawn with the sample seed and up to 512 new tokens unless overridden (the
+    toy profile: all its test images, 64 tokens); the resolved values enter the run key."""
+    from visprune.evaluation import Evaluator, RunConfig
+    from visprune.profiles import resolve_profile
+
+    profile = resolve_profile("llava-1.5-7b", model=standin, coco_images=fixtures["coco_images"],
+                              coco_annotations=fixtures["coco_annotations"], results=tmp_path / "r")
+    ev = Evaluator(profile, device="cpu", progress=False)
+    resolved = ev.resolve(RunConfig("chair", "none"))
+    assert (resolved.n_samples, resolved.max_new_tokens, resolved.sample_seed) == (500, 512, 0)
+    mine = ev.resolve(RunConfig("chair", "none", n_samples=3, max_new_tokens=16, sample_seed=2))
+    assert (mine.n_samples, mine.max_new_tokens, mine.sample_seed) == (3, 16, 2)
+    assert resolved.key_dict() != mine.key_dict()
+    toy = Evaluator("toy", device="cpu", progress=False).resolve(RunConfig("chair", "none"))
+    assert (toy.n_samples, toy.max_new_tokens) == (None, 64)
