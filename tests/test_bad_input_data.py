@@ -42,7 +42,7 @@ FIXTURES = REPO / "tests" / "fixtures"
 INSTANCES = FIXTURES / "coco" / "instances_val2014.json"
 COCO_IMAGES = FIXTURES / "coco" / "val2014"
 POPE_FILE = FIXTURES / "pope" / "coco_pope_adversarial.json"
-SHIPPED_MODEL = REPO / "data" / "models" / "toy-llava"
+SHIPPED_MODEL = REPO / "lib" / "visprune" / "assets" / "toy-llava"
 WORLD_PARAMS = ["--n-images", "20", "--split-fractions", "0.5", "0.2", "0.3", "--pope-images", "0"]
 
 

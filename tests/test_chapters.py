@@ -23,7 +23,7 @@ import pytest
 from visprune import book
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_MODEL = ROOT / "data" / "models" / "toy-llava" / "config.json"
+SHIPPED_MODEL = ROOT / "lib" / "visprune" / "assets" / "toy-llava" / "config.json"
 
 #: chapter name -> papermill overrides that make it small (results_dir is added by the test).
 SMALL: dict[str, dict] = {
@@ -58,7 +58,7 @@ def test_committed_chapters_have_no_outputs():
         assert len(tagged) == 1, f"{nb_path}: exactly one cell must carry the 'parameters' tag"
 
 
-needs_model = pytest.mark.skipif(not SHIPPED_MODEL.is_file(), reason="the shipped toy model is not in data/models/toy-llava")
+needs_model = pytest.mark.skipif(not SHIPPED_MODEL.is_file(), reason="the shipped toy model is not in lib/visprune/assets/toy-llava")
 
 
 class SmallBook:

@@ -340,7 +340,7 @@ def test_read_scienceqa_toy_img_only(world):
 def test_synonym_file_is_current_and_parses():
     from visprune.metrics import load_synonyms
 
-    path = REPO / "data" / "chair" / "toy_synonyms.txt"
+    path = REPO / "lib" / "visprune" / "assets" / "chair" / "toy_synonyms.txt"
     assert path.read_text() == toyworld.toy_synonyms_text(), "run `python -m visprune.data synonyms`"
     table = load_synonyms(path)
     for cat in CATEGORIES:
@@ -351,7 +351,7 @@ def test_synonym_file_is_current_and_parses():
 def test_captions_truthful_and_parsed(world):
     from visprune.metrics import caption_objects, load_synonyms
 
-    table = load_synonyms(REPO / "data" / "chair" / "toy_synonyms.txt")
+    table = load_synonyms(REPO / "lib" / "visprune" / "assets" / "chair" / "toy_synonyms.txt")
     instances = _json(world.instances("val"))
     cats_of, *_ = _brute_force_stats(instances)
     captions = _json(world.captions("val"))["annotations"]

@@ -28,7 +28,7 @@ from visprune.model import PrunedLlava, expand_to_square
 from visprune.prompts import CAPTION_PROMPT, pope_question, scienceqa_question
 
 ROOT = Path(__file__).resolve().parents[1]
-TOY_MODEL = ROOT / "data" / "models" / "toy-llava"
+TOY_MODEL = ROOT / "lib" / "visprune" / "assets" / "toy-llava"
 LLAVA_IMAGE_INDEX = -200  # llava/constants.py IMAGE_TOKEN_INDEX
 V1_SYSTEM = (  # conv_vicuna_v1.system, typed out
     "A chat between a curious user and an artificial intelligence assistant. "

@@ -234,7 +234,7 @@ def toy_test_features(tmp_path_factory):
                        check=True, cwd=REPO, capture_output=True)
     paths = sorted((world / "images" / "test").glob("*.png"))
     assert len(paths) >= 100, f"expected the toy world's test images under {world}"
-    model = PrunedLlava.from_pretrained(str(REPO / "data" / "models" / "toy-llava"), device="cpu")
+    model = PrunedLlava.from_pretrained(str(REPO / "lib" / "visprune" / "assets" / "toy-llava"), device="cpu")
     feats, sals = [], []
     with torch.no_grad():
         for start in range(0, len(paths), 50):

@@ -21,7 +21,7 @@ from visprune.data import coco
 from visprune.toymodel import build, corpus, train
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / "data" / "models" / "toy-llava"
+SHIPPED = REPO / "lib" / "visprune" / "assets" / "toy-llava"
 
 
 @pytest.fixture(scope="module")

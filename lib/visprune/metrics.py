@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from visprune import _paths
 from visprune import _validation as v
 from visprune.image_stats import attention_entropy_batch, erank_batch
 from visprune.prompts import POPE_ANSWERS
@@ -557,7 +558,6 @@ def attention_entropy(attn: Any) -> float | np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 #: Where the shipped COCO synonym list lives, relative to the repository root.
-COCO_SYNONYMS_RELPATH = Path("data") / "chair" / "coco_synonyms.txt"
 
 #: Words that qualify a following object and are not an object themselves: "baby elephant" is an
 #: elephant, not a person; "passenger train" is a train (Rohrbach et al.'s rules).
@@ -584,16 +584,8 @@ def _normalise_phrase(text: str) -> str:
 
 
 def _default_synonyms_path() -> Path:
-    """The shipped COCO list: ``data/chair/coco_synonyms.txt`` in the first ancestor folder that has it."""
-    here = Path(__file__).resolve()
-    for folder in here.parents:
-        candidate = folder / COCO_SYNONYMS_RELPATH
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"CHAIR synonym list not found: looked for {COCO_SYNONYMS_RELPATH} in the folders above {here.parent}. "
-        "Run from a checkout of the visprune repository, or pass synonyms=<path to a synonym file>"
-    )
+    """The shipped COCO list (package data: ``visprune/assets/chair/coco_synonyms.txt``)."""
+    return _paths.asset(_paths.COCO_SYNONYMS)
 
 
 def _add_synonym(table: dict[str, str], word: str, canonical: str, where: str) -> None:
@@ -624,7 +616,7 @@ def load_synonyms(source: str | os.PathLike | Mapping | None = None) -> dict[str
 
     ``source``:
 
-    - ``None``: the shipped COCO list ``data/chair/coco_synonyms.txt`` (80 categories after
+    - ``None``: the shipped COCO list ``lib/visprune/assets/chair/coco_synonyms.txt`` (80 categories after
       Rohrbach et al.'s ``synonyms.txt``), found by walking up from this module to the
       repository root.
     - a path to a file in the same format: one category per line, ``canonical, synonym, ...``;

@@ -2,8 +2,9 @@
 
 Two profiles run the same code:
 
-- ``toy`` (the default): the shipped toy LLaVA under ``data/models/toy-llava`` and the toy world
-  generated under ``data/toyworld`` (generated on first use; seeded, so identical everywhere).
+- ``toy`` (the default): the shipped toy LLaVA (package data, ``visprune/assets/toy-llava``) and
+  the toy world generated under ``<data>/toyworld`` (generated on first use; seeded, so identical
+  everywhere; ``<data>`` is ``visprune._paths.data_root()``: ``data/`` in a checkout).
 - ``llava-1.5-7b``: a llava-hf checkpoint and the real data sets, from paths given as arguments
   or environment variables. Any llava-hf-layout checkpoint directory works.
 
@@ -15,7 +16,7 @@ Environment variables for the real profile (arguments win over them):
 ``VISPRUNE_COCO_ANNOTATIONS``     folder with ``instances_val2014.json`` and ``captions_val2014.json``
 ``VISPRUNE_POPE``                 folder with ``coco_pope_{random,popular,adversarial}.json``
 ``VISPRUNE_SCIENCEQA``            folder with ``problems.json``, ``pid_splits.json``, ``test/<pid>/image.png``
-``VISPRUNE_RESULTS``              where run caches are written (default ``data/results``)
+``VISPRUNE_RESULTS``              where run caches are written (default ``<data>/results``)
 ================================  ============================================================
 """
 
@@ -25,13 +26,16 @@ import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from visprune import _paths
+
 PROFILES = ("toy", "llava-1.5-7b")
 POPE_SPLITS = ("random", "popular", "adversarial")
 
 
 def repo_root() -> Path:
-    """The repository root (the folder holding ``lib/visprune``)."""
-    return Path(__file__).resolve().parents[2]
+    """The repository root (the folder holding ``lib/visprune``); the current folder when the
+    package is installed from a wheel."""
+    return _paths.repo_root() or Path.cwd()
 
 
 #: The data each data set reads, as (profile field, what it is, command-line option, environment
@@ -131,18 +135,18 @@ def resolve_profile(
     overrides; ``llava-1.5-7b`` needs the model (argument or ``VISPRUNE_MODEL``) and, per data
     set, only the paths that data set reads (:data:`DATASET_NEEDS`).
     """
-    root = repo_root()
-    results_dir = Path(results or os.environ.get("VISPRUNE_RESULTS") or root / "data" / "results")
+    data = _paths.data_root()
+    results_dir = Path(results or os.environ.get("VISPRUNE_RESULTS") or data / "results")
     if name == "toy":
-        world_dir = Path(world) if world is not None else root / "data" / "toyworld"
+        world_dir = Path(world) if world is not None else data / "toyworld"
         return Profile(
             name="toy",
-            model=Path(model) if model is not None else root / "data" / "models" / "toy-llava",
+            model=Path(model) if model is not None else _paths.asset(_paths.TOY_MODEL),
             pope_dir=world_dir / "pope",
             coco_images=world_dir / "images" / "test",
             coco_annotations=world_dir / "annotations",
             scienceqa_root=world_dir / "scienceqa",
-            chair_synonyms=root / "data" / "chair" / "toy_synonyms.txt",
+            chair_synonyms=_paths.asset(_paths.TOY_SYNONYMS),
             results=results_dir,
             world=world_dir,
             pope_pattern="toy_pope_{split}.json",
@@ -167,7 +171,7 @@ def resolve_profile(
             coco_images=_path(coco_images, "VISPRUNE_COCO_IMAGES"),
             coco_annotations=_path(coco_annotations, "VISPRUNE_COCO_ANNOTATIONS"),
             scienceqa_root=_path(scienceqa, "VISPRUNE_SCIENCEQA"),
-            chair_synonyms=root / "data" / "chair" / "coco_synonyms.txt",
+            chair_synonyms=_paths.asset(_paths.COCO_SYNONYMS),
             results=results_dir,
         )
     raise ValueError(f"profile: unknown profile {name!r}; choose one of {PROFILES}")

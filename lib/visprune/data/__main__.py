@@ -4,7 +4,7 @@
         [--split-fractions 0.7 0.1 0.2] [--pope-images 500] [--sqa-per-image 1] [--force]
     python -m visprune.data pope --instances INSTANCES.json --out-dir DIR [--prefix coco_pope_]
         [--n-images 500] [--seed 0]
-    python -m visprune.data synonyms [--out data/chair/toy_synonyms.txt]
+    python -m visprune.data synonyms [--out lib/visprune/assets/chair/toy_synonyms.txt]
 
 Every bad input (an option out of range, a missing or malformed file, an output path that is a
 file or cannot be written) gives one line on stderr naming the option or the file, and exit
@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from visprune import _paths
 from visprune import _validation as v
 from visprune.data import pope, toyworld
 
@@ -52,7 +53,7 @@ def build_parser() -> v.CommandLineParser:
     pp.add_argument("--seed", type=v.int_option(0), default=0)
 
     sy = sub.add_parser("synonyms", help="write the toy world's CHAIR synonym table")
-    sy.add_argument("--out", type=Path, default=None, help="default: data/chair/toy_synonyms.txt")
+    sy.add_argument("--out", type=Path, default=None, help="default: lib/visprune/assets/chair/toy_synonyms.txt")
     parser.commands = {"toyworld": tw, "pope": pp, "synonyms": sy}  # their errors name the sub-command
     return parser
 
@@ -93,7 +94,7 @@ def _pope(args, parser) -> int:
 
 
 def _synonyms(args, parser) -> int:
-    out = args.out or toyworld.default_data_dir() / "chair" / "toy_synonyms.txt"
+    out = args.out or _paths.asset(_paths.TOY_SYNONYMS)
     v.output_file(out, "--out")
     pope.write_text_atomically(out, toyworld.toy_synonyms_text())
     print(f"wrote {out}")

@@ -152,7 +152,7 @@ def chair_ground_truth(
     with every object that :func:`visprune.metrics.caption_objects` finds in its reference
     captions (when ``captions_file`` is given). ``synonyms`` is passed to
     :func:`visprune.metrics.load_synonyms`: None for the COCO table
-    (``data/chair/coco_synonyms.txt``), a path (e.g. ``data/chair/toy_synonyms.txt``), or a
+    (``lib/visprune/assets/chair/coco_synonyms.txt``), a path (e.g. ``lib/visprune/assets/chair/toy_synonyms.txt``), or a
     mapping canonical -> synonyms. ``image_ids`` (optional, ints or strings) limits the result
     to those images, which saves parsing all of COCO's captions when only 500 images are scored.
     """

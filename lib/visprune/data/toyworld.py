@@ -6,7 +6,7 @@ without forcing them:
 
 - **Objects.** 26 categories (:data:`CATEGORIES`), each a distinct glyph (shape plus a typical
   colour, with other colours now and then, so colour questions make sense), each with a few
-  synonyms (:func:`toy_synonyms`, written to ``data/chair/toy_synonyms.txt`` for CHAIR). Three
+  synonyms (:func:`toy_synonyms`, written to ``lib/visprune/assets/chair/toy_synonyms.txt`` for CHAIR). Three
   names start with a vowel ("apple", "egg", "umbrella": POPE's "an") and three are two words
   ("traffic cone", "stop sign", "teddy bear").
 - **Scenes.** Six scene types (:data:`SCENES`), each with its own background texture and a
@@ -44,6 +44,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from visprune import _paths
 from visprune import _validation as v
 from visprune.data import glyphs
 from visprune.data.glyphs import COLOURS, SKY  # colour names -> RGB
@@ -189,7 +190,7 @@ def toy_synonyms() -> dict[str, list[str]]:
 
 
 def toy_synonyms_text() -> str:
-    """The text of ``data/chair/toy_synonyms.txt`` ("canonical, synonym, ..." lines)."""
+    """The text of ``lib/visprune/assets/chair/toy_synonyms.txt`` ("canonical, synonym, ..." lines)."""
     lines = [
         "# CHAIR object vocabulary for the visprune toy world: one category per line, \"canonical, synonym, ...\".",
         "# Written by `python -m visprune.data synonyms` from visprune.data.toyworld.CATEGORIES; do not edit by hand.",
@@ -584,16 +585,14 @@ class ToyPaths:
 
     @property
     def synonyms(self) -> Path:
-        """The toy CHAIR synonym table, ``data/chair/toy_synonyms.txt`` of the repository."""
-        return default_data_dir() / "chair" / "toy_synonyms.txt"
+        """The toy CHAIR synonym table (shipped: ``visprune/assets/chair/toy_synonyms.txt``)."""
+        return _paths.asset(_paths.TOY_SYNONYMS)
 
 
 def default_data_dir() -> Path:
-    """The repository's ``data/`` folder (``$VISPRUNE_DATA`` overrides it)."""
-    env = os.environ.get("VISPRUNE_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "data"
+    """Where generated data goes (``visprune._paths.data_root``: ``$VISPRUNE_DATA``, a checkout's
+    ``data/``, or the user cache)."""
+    return _paths.data_root()
 
 
 def toy_paths(root: str | os.PathLike | None = None) -> ToyPaths:

@@ -9,27 +9,17 @@
 
 Command line::
 
-    python -m visprune.toymodel train --world data/toyworld --out data/models/toy-llava --seed 0
-    python -m visprune.toymodel card --model data/models/toy-llava --world data/toyworld
+    python -m visprune.toymodel train --world data/toyworld --out lib/visprune/assets/toy-llava --seed 0
+    python -m visprune.toymodel card --model lib/visprune/assets/toy-llava --world data/toyworld
 
-The shipped checkpoint lives in ``data/models/toy-llava`` and loads with
+The shipped checkpoint lives in ``lib/visprune/assets/toy-llava`` (package data) and loads with
 ``AutoProcessor.from_pretrained`` and ``LlavaForConditionalGeneration.from_pretrained``.
 """
 
 from visprune.toymodel.build import FULL, SMALL, ToyLlavaSize, directory_size_bytes
 from visprune.toymodel.train import FULL_SCHEDULE, SMALL_SCHEDULE, SMALL_WORLD, Schedule, train_toy_llava
 
-DEFAULT_DIR = "data/models/toy-llava"
-
-
-def default_model_dir():
-    """``data/models/toy-llava`` of the repository (or of ``$VISPRUNE_DATA``)."""
-    from visprune.data import default_data_dir
-
-    return default_data_dir() / "models" / "toy-llava"
-
-
 __all__ = [
     "FULL", "FULL_SCHEDULE", "SMALL", "SMALL_SCHEDULE", "SMALL_WORLD", "Schedule", "ToyLlavaSize",
-    "default_model_dir", "directory_size_bytes", "train_toy_llava",
+    "directory_size_bytes", "train_toy_llava",
 ]

@@ -1,7 +1,7 @@
 """Command line for the toy LLaVA.
 
-    python -m visprune.toymodel train --world data/toyworld --out data/models/toy-llava --seed 0 [--small]
-    python -m visprune.toymodel card --model data/models/toy-llava --world data/toyworld [--captions 100]
+    python -m visprune.toymodel train --world data/toyworld --out lib/visprune/assets/toy-llava --seed 0 [--small]
+    python -m visprune.toymodel card --model lib/visprune/assets/toy-llava --world data/toyworld [--captions 100]
 
 ``train`` generates the toy world first if ``--world`` holds none (``--small`` then generates a
 tiny one and trains a tiny model in seconds, for tests). ``card`` measures the model on the
@@ -35,7 +35,7 @@ def build_parser() -> v.CommandLineParser:
 
     tr = sub.add_parser("train", help="train the toy LLaVA on the toy world and save it")
     tr.add_argument("--world", type=Path, default=Path("data/toyworld"), help="toy world folder (generated if missing)")
-    tr.add_argument("--out", type=Path, default=Path("data/models/toy-llava"), help="output checkpoint folder")
+    tr.add_argument("--out", type=Path, default=Path("lib/visprune/assets/toy-llava"), help="output checkpoint folder")
     tr.add_argument("--seed", type=v.int_option(0), default=0)
     tr.add_argument("--small", action="store_true", help="tiny model, schedule and world (tests)")
     tr.add_argument("--threads", type=v.int_option(1), default=None, help="torch threads (default 2)")
@@ -44,7 +44,7 @@ def build_parser() -> v.CommandLineParser:
     tr.add_argument("--max-lm-steps", type=v.int_option(1), default=None)
 
     cd = sub.add_parser("card", help="measure the model on the test split and write its model card")
-    cd.add_argument("--model", type=Path, default=Path("data/models/toy-llava"))
+    cd.add_argument("--model", type=Path, default=Path("lib/visprune/assets/toy-llava"))
     cd.add_argument("--world", type=Path, default=Path("data/toyworld"))
     cd.add_argument("--captions", type=v.int_option(1), default=100, help="test images captioned for CHAIR")
     cd.add_argument("--questions", type=v.int_option(1), default=None, help="first N questions per data set (default: all)")
