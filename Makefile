@@ -37,7 +37,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 toyworld: setup
-	$(BIN)/python -m visprune.data toyworld --out data/toyworld --seed 0
+	$(BIN)/python -m visprune.toyworld --out data/toyworld --seed 0
 
 clean:
 	rm -rf _build

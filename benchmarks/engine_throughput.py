@@ -105,7 +105,7 @@ def bare_pass(llava, samples, batch_size: int):
     """The plain transformers forward over ``samples`` in batches; returns the last logits (n, V)."""
     import torch
 
-    from visprune import prompts
+    from visprune.instrument import prompts
 
     model, processor = llava.model, llava.processor
     image_token = getattr(processor, "image_token", prompts.IMAGE_TOKEN)
@@ -126,7 +126,7 @@ def bare_pass(llava, samples, batch_size: int):
 
 def no_reuse_evaluator_class():
     """An ``Evaluator`` that runs every question's image through the vision tower on its own."""
-    from visprune.evaluation import Evaluator
+    from visprune.engine import Evaluator
 
     class NoReuseEvaluator(Evaluator):
         def _compute(self, config, samples, positions):
@@ -142,8 +142,8 @@ def no_reuse_evaluator_class():
 
 def engine_pass(profile, llava, config, batch_size: int, reuse: bool, device):
     """``Evaluator.run`` into a fresh temporary results folder; returns the records table."""
-    from visprune.evaluation import Evaluator
-    from visprune.profiles import with_results
+    from visprune.engine import Evaluator
+    from visprune.engine.profiles import with_results
 
     cls = Evaluator if reuse else no_reuse_evaluator_class()
     with tempfile.TemporaryDirectory(prefix="engine-throughput-") as folder:
@@ -155,9 +155,9 @@ def worker(args) -> int:
     """Measure one path in this process; print one tagged JSON line for the parent."""
     import torch
 
-    from visprune.evaluation import RunConfig, ensure_toy_world, load_samples
-    from visprune.model import PrunedLlava
-    from visprune.profiles import resolve_profile
+    from visprune.engine import RunConfig, ensure_toy_world, load_samples
+    from visprune.instrument.llava import PrunedLlava
+    from visprune.engine.profiles import resolve_profile
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

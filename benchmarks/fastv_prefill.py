@@ -84,8 +84,8 @@ def build_llava(device: torch.device, dtype: torch.dtype, seed: int):
     """A ``PrunedLlava`` around a random LLaVA whose language model has the benchmark's shapes."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    from visprune import prompts
-    from visprune.model import PrunedLlava
+    from visprune.instrument import prompts
+    from visprune.instrument.llava import PrunedLlava
     from visprune.toymodel import build
 
     side = int(N_VISUAL**0.5)  # 24 patches per side
@@ -119,7 +119,7 @@ def build_llava(device: torch.device, dtype: torch.dtype, seed: int):
 
 def lm_inputs(llava, n_visual: int, batch: int, generator: torch.Generator):
     """``batch`` LLaVA-shaped prompts (30 text, ``n_visual`` visual, 10 text tokens) as ``LMInputs``."""
-    from visprune.model import LMInputs
+    from visprune.instrument.llava import LMInputs
 
     embed = llava.model.get_input_embeddings()
     seq_len = N_TEXT + n_visual
@@ -208,7 +208,7 @@ def main(argv=None) -> int:
     if device.type == "cpu" and args.clock == "wall" and load > 0.5 * (os.cpu_count() or 1):
         print("warning: this machine is busy, so wall-clock times are unreliable; use --threads 1 --clock process")
 
-    from visprune.model import Selection
+    from visprune.instrument.llava import Selection
 
     decoder = llava._decoder
     full_flops = prefill_flops(config, N_TEXT + N_VISUAL)

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import torch
 
-from visprune.image_stats import erank_batch
+from visprune.instrument.image_stats import erank_batch
 from visprune.performance import write_csv
 from visprune.pruning import select
 

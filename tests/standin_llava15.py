@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from visprune import prompts
+from visprune.instrument import prompts
 
 IMAGE_SIZE = 336
 PATCH_SIZE = 14

@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from visprune import evaluation, runcache
+from visprune import engine as evaluation
+from visprune.engine import cache as runcache
 from visprune.__main__ import main
-from visprune.data import generate_toyworld
-from visprune.evaluation import Evaluator, RunConfig
-from visprune.profiles import resolve_profile
+from visprune.toyworld import generate_toyworld
+from visprune.engine import Evaluator, RunConfig
+from visprune.engine.profiles import resolve_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_CUDA = not torch.cuda.is_available()

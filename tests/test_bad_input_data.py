@@ -1,4 +1,5 @@
-"""Every bad input to ``python -m visprune.data``, ``python -m visprune.toymodel`` and the data and
+"""Every bad input to ``python -m visprune.toyworld``, ``python -m visprune.datasets``,
+``python -m visprune.toymodel`` and the data and
 metric functions gives one clear line naming the thing, and nothing the user owns changes (issue 15).
 
 Command-line cases run the real command in a subprocess (cwd: a fresh temporary folder) and check
@@ -25,17 +26,10 @@ import pytest
 import torch
 
 from visprune import metrics as M
-from visprune.data import (
-    build_pope,
-    caption_samples,
-    generate_toyworld,
-    load_instances,
-    read_pope,
-    read_scienceqa,
-    toy_budget,
-)
-from visprune.data import __main__ as data_cli
-from visprune.data import toyworld
+from visprune.datasets import __main__ as datasets_cli
+from visprune.datasets import build_pope, caption_samples, load_instances, read_pope, read_scienceqa
+from visprune.toyworld import __main__ as world_cli
+from visprune.toyworld import categories, generate_toyworld, sync, toy_budget
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -62,7 +56,7 @@ def premade(tmp_path_factory) -> Path:
     """A small toy world made by the command line, with the user's own files in it."""
     base = tmp_path_factory.mktemp("premade")
     root = base / "world"
-    done = subprocess.run([sys.executable, "-m", "visprune.data", "toyworld", "--out", str(root), *WORLD_PARAMS],
+    done = subprocess.run([sys.executable, "-m", "visprune.toyworld", "--out", str(root), *WORLD_PARAMS],
                           cwd=base, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     (root / "notes.txt").write_text("the user's notes\n")
@@ -97,47 +91,48 @@ def _setup(kind: str, tmp: Path, premade: Path) -> dict[str, Path]:
     return places
 
 
-D, T = "visprune.data", "visprune.toymodel"
+W, P, T = "visprune.toyworld", "visprune.datasets", "visprune.toymodel"
 # (id, module, arguments, setup, what stderr must name, exit status)
 CLI_CASES = [
-    ("toyworld n-images zero", D, ["toyworld", "--out", "{tmp}/w", "--n-images", "0"], "", "--n-images", 2),
-    ("toyworld n-images negative", D, ["toyworld", "--out", "{tmp}/w", "--n-images", "-5"], "", "--n-images", 2),
-    ("toyworld seed float", D, ["toyworld", "--out", "{tmp}/w", "--seed", "1.5"], "", "--seed", 2),
-    ("toyworld seed bool", D, ["toyworld", "--out", "{tmp}/w", "--seed", "True"], "", "--seed", 2),
-    ("toyworld seed negative", D, ["toyworld", "--out", "{tmp}/w", "--seed", "-1"], "", "--seed", 2),
-    ("toyworld fractions sum", D, ["toyworld", "--out", "{world}", "--split-fractions", "0.5", "0.5", "0.5"], "world",
+    ("toyworld n-images zero", W, ["--out", "{tmp}/w", "--n-images", "0"], "", "--n-images", 2),
+    ("toyworld n-images negative", W, ["--out", "{tmp}/w", "--n-images", "-5"], "", "--n-images", 2),
+    ("toyworld seed float", W, ["--out", "{tmp}/w", "--seed", "1.5"], "", "--seed", 2),
+    ("toyworld seed bool", W, ["--out", "{tmp}/w", "--seed", "True"], "", "--seed", 2),
+    ("toyworld seed negative", W, ["--out", "{tmp}/w", "--seed", "-1"], "", "--seed", 2),
+    ("toyworld fractions sum", W, ["--out", "{world}", "--split-fractions", "0.5", "0.5", "0.5"], "world",
      "--split-fractions", 2),
-    ("toyworld fraction out of range", D, ["toyworld", "--out", "{tmp}/w", "--split-fractions", "1.5", "-0.25", "-0.25"], "",
+    ("toyworld fraction out of range", W, ["--out", "{tmp}/w", "--split-fractions", "1.5", "-0.25", "-0.25"], "",
      "--split-fractions", 2),
-    ("toyworld fraction nan", D, ["toyworld", "--out", "{tmp}/w", "--split-fractions", "0.7", "nan", "0.3"], "",
+    ("toyworld fraction nan", W, ["--out", "{tmp}/w", "--split-fractions", "0.7", "nan", "0.3"], "",
      "--split-fractions", 2),
-    ("toyworld two fractions", D, ["toyworld", "--out", "{tmp}/w", "--split-fractions", "0.7", "0.3"], "",
+    ("toyworld two fractions", W, ["--out", "{tmp}/w", "--split-fractions", "0.7", "0.3"], "",
      "--split-fractions", 2),
-    ("toyworld text-only one", D, ["toyworld", "--out", "{world}", "--sqa-text-only", "1"], "world", "--sqa-text-only", 2),
-    ("toyworld pope-images negative", D, ["toyworld", "--out", "{tmp}/w", "--pope-images", "-1"], "", "--pope-images", 2),
-    ("toyworld sqa-per-image word", D, ["toyworld", "--out", "{tmp}/w", "--sqa-per-image", "one"], "", "--sqa-per-image", 2),
-    ("toyworld out is a file", D, ["toyworld", "--out", "{file}", *WORLD_PARAMS], "", "{file}", 2),
-    ("toyworld out under a file", D, ["toyworld", "--out", "{file}/world", *WORLD_PARAMS], "", "{file}", 2),
-    ("toyworld out is the user's folder", D, ["toyworld", "--out", "{user}", *WORLD_PARAMS], "", "{user}", 2),
-    ("toyworld foreign manifest", D, ["toyworld", "--out", "{world}", *WORLD_PARAMS, "--force"], "world-foreign-manifest",
+    ("toyworld text-only one", W, ["--out", "{world}", "--sqa-text-only", "1"], "world", "--sqa-text-only", 2),
+    ("toyworld pope-images negative", W, ["--out", "{tmp}/w", "--pope-images", "-1"], "", "--pope-images", 2),
+    ("toyworld sqa-per-image word", W, ["--out", "{tmp}/w", "--sqa-per-image", "one"], "", "--sqa-per-image", 2),
+    ("toyworld out is a file", W, ["--out", "{file}", *WORLD_PARAMS], "", "{file}", 2),
+    ("toyworld out under a file", W, ["--out", "{file}/world", *WORLD_PARAMS], "", "{file}", 2),
+    ("toyworld out is the user's folder", W, ["--out", "{user}", *WORLD_PARAMS], "", "{user}", 2),
+    ("toyworld foreign manifest", W, ["--out", "{world}", *WORLD_PARAMS, "--force"], "world-foreign-manifest",
      "{world}/manifest.json", 2),
-    ("toyworld user file at a generator path", D, ["toyworld", "--out", "{world}", *WORLD_PARAMS],
+    ("toyworld user file at a generator path", W, ["--out", "{world}", *WORLD_PARAMS],
      "world-user-file-at-generator-path", "captions_test.json", 2),
-    ("toyworld split too small for POPE", D, ["toyworld", "--out", "{tmp}/w", "--n-images", "3"], "", "n_images", 2),
-    ("no sub-command", D, [], "", "command", 2),
-    ("unknown option", D, ["toyworld", "--colour", "red"], "", "--colour", 2),
-    ("pope instances missing", D, ["pope", "--instances", "{tmp}/nope.json", "--out-dir", "{tmp}/out"], "", "{tmp}/nope.json", 2),
-    ("pope instances malformed", D, ["pope", "--instances", "{malformed}", "--out-dir", "{tmp}/out"], "", "{malformed}, line 3", 2),
-    ("pope instances not an object", D, ["pope", "--instances", "{list_json}", "--out-dir", "{tmp}/out"], "", "{list_json}", 2),
-    ("pope instances is a folder", D, ["pope", "--instances", "{user}", "--out-dir", "{tmp}/out"], "", "--instances", 2),
-    ("pope out-dir is a file", D, ["pope", "--instances", "{fixture}", "--out-dir", "{file}"], "", "--out-dir", 2),
-    ("pope n-images negative", D, ["pope", "--instances", "{fixture}", "--out-dir", "{tmp}/o", "--n-images", "-1"], "",
+    ("toyworld split too small for POPE", W, ["--out", "{tmp}/w", "--n-images", "3"], "", "n_images", 2),
+    ("no sub-command", P, [], "", "command", 2),
+    ("unknown option", W, ["--colour", "red"], "", "--colour", 2),
+    ("pope instances missing", P, ["pope", "--instances", "{tmp}/nope.json", "--out-dir", "{tmp}/out"], "", "{tmp}/nope.json", 2),
+    ("pope instances malformed", P, ["pope", "--instances", "{malformed}", "--out-dir", "{tmp}/out"], "", "{malformed}, line 3", 2),
+    ("pope instances not an object", P, ["pope", "--instances", "{list_json}", "--out-dir", "{tmp}/out"], "", "{list_json}", 2),
+    ("pope instances is a folder", P, ["pope", "--instances", "{user}", "--out-dir", "{tmp}/out"], "", "--instances", 2),
+    ("pope out-dir is a file", P, ["pope", "--instances", "{fixture}", "--out-dir", "{file}"], "", "--out-dir", 2),
+    ("pope n-images negative", P, ["pope", "--instances", "{fixture}", "--out-dir", "{tmp}/o", "--n-images", "-1"], "",
      "--n-images", 2),
-    ("pope prefix with a folder", D, ["pope", "--instances", "{fixture}", "--out-dir", "{tmp}/o", "--prefix", "../x_"], "",
+    ("pope prefix with a folder", P, ["pope", "--instances", "{fixture}", "--out-dir", "{tmp}/o", "--prefix", "../x_"], "",
      "--prefix", 2),
-    ("pope instances required", D, ["pope", "--out-dir", "{tmp}/o"], "", "--instances", 2),
-    ("synonyms out is a folder", D, ["synonyms", "--out", "{user}"], "", "--out", 2),
-    ("synonyms out under a file", D, ["synonyms", "--out", "{file}/syn.txt"], "", "{file}", 2),
+    ("pope instances required", P, ["pope", "--out-dir", "{tmp}/o"], "", "--instances", 2),
+    ("synonyms out is a folder", W, ["synonyms", "--out", "{user}"], "", "--out", 2),
+    ("synonyms out under a file", W, ["synonyms", "--out", "{file}/syn.txt"], "", "{file}", 2),
+    ("synonyms unknown option", W, ["synonyms", "--colour", "red"], "", "--colour", 2),
     ("train threads zero", T, ["train", "--threads", "0"], "", "--threads", 2),
     ("train out is a file", T, ["train", "--world", "{tmp}/w", "--out", "{file}", "--small"], "", "--out", 2),
     ("train world is the user's folder", T, ["train", "--world", "{user}", "--out", "{tmp}/model", "--small"], "", "{user}", 2),
@@ -172,7 +167,7 @@ def test_command_line_bad_input(case, module, args, setup, names, status, tmp_pa
 def test_ctrl_c_during_toyworld_generation(tmp_path, premade):
     """SIGINT to a running generation: one line, exit 130, and no world that passes as complete."""
     root = tmp_path / "w"
-    proc = subprocess.Popen([sys.executable, "-m", "visprune.data", "toyworld", "--out", str(root), "--n-images", "2000"],
+    proc = subprocess.Popen([sys.executable, "-m", "visprune.toyworld", "--out", str(root), "--n-images", "2000"],
                             cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = proc.stdout.readline()  # printed once the command has started its work
     assert "checking" in first
@@ -188,7 +183,7 @@ def test_ctrl_c_during_toyworld_generation(tmp_path, premade):
 def test_ctrl_c_while_writing_then_rerun_resumes(tmp_path, monkeypatch, capsys, premade):
     root = tmp_path / "world"
     shutil.copytree(premade, root)
-    real = toyworld._write_file
+    real = sync._write_file
     calls = []
 
     def interrupted(*args, **kwargs):
@@ -197,20 +192,20 @@ def test_ctrl_c_while_writing_then_rerun_resumes(tmp_path, monkeypatch, capsys, 
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(toyworld, "_write_file", interrupted)
-    argv = ["toyworld", "--out", str(root), *WORLD_PARAMS, "--seed", "4"]
-    assert data_cli.main(argv) == 130
+    monkeypatch.setattr(sync, "_write_file", interrupted)
+    argv = ["--out", str(root), *WORLD_PARAMS, "--seed", "4"]
+    assert world_cli.main(argv) == 130
     assert capsys.readouterr().err.splitlines() == ["interrupted; rerun the same command to resume"]
     assert json.loads((root / "manifest.json").read_text())["complete"] is False
-    monkeypatch.setattr(toyworld, "_write_file", real)
-    assert data_cli.main(argv) == 0
+    monkeypatch.setattr(sync, "_write_file", real)
+    assert world_cli.main(argv) == 0
     assert json.loads((root / "manifest.json").read_text())["params"]["seed"] == 4
     assert (root / "notes.txt").read_text() == "the user's notes\n"
     assert (root / "images" / "test" / "my_photo.png").read_bytes() == b"the user's photo"
 
 
 def test_ctrl_c_in_toymodel_and_pope_say_start_again(monkeypatch, capsys, tmp_path):
-    from visprune.data import pope
+    from visprune.datasets import pope
     from visprune.toymodel import __main__ as model_cli
     from visprune.toymodel import train
 
@@ -220,7 +215,7 @@ def test_ctrl_c_in_toymodel_and_pope_say_start_again(monkeypatch, capsys, tmp_pa
     monkeypatch.setattr(train, "train_toy_llava", stop)
     assert model_cli.main(["train", "--world", str(tmp_path / "w"), "--out", str(tmp_path / "m"), "--small"]) == 130
     monkeypatch.setattr(pope, "build_pope", stop)
-    assert data_cli.main(["pope", "--instances", str(INSTANCES), "--out-dir", str(tmp_path / "o")]) == 130
+    assert datasets_cli.main(["pope", "--instances", str(INSTANCES), "--out-dir", str(tmp_path / "o")]) == 130
     lines = capsys.readouterr().err.splitlines()
     assert lines == ["interrupted; rerun the same command to start again"] * 2
     assert not (tmp_path / "o").exists()
@@ -234,7 +229,7 @@ def test_full_disk_is_one_line_naming_the_file(monkeypatch, capsys, tmp_path):
 
     monkeypatch.setattr(os, "replace", full)
     out = tmp_path / "syn.txt"
-    assert data_cli.main(["synonyms", "--out", str(out)]) == 2
+    assert world_cli.main(["synonyms", "--out", str(out)]) == 2
     [line] = capsys.readouterr().err.splitlines()
     assert str(out) in line and "No space left on device" in line
     assert not list(tmp_path.iterdir())  # no partial file, no temporary file
@@ -244,8 +239,8 @@ def test_unexpected_error_is_one_line_too(monkeypatch, capsys, tmp_path):
     def bug(*args, **kwargs):
         raise RuntimeError("a bug\nover two lines")
 
-    monkeypatch.setattr(toyworld, "toy_synonyms_text", bug)
-    assert data_cli.main(["synonyms", "--out", str(tmp_path / "syn.txt")]) == 1
+    monkeypatch.setattr(categories, "toy_synonyms_text", bug)
+    assert world_cli.main(["synonyms", "--out", str(tmp_path / "syn.txt")]) == 1
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "RuntimeError: a bug over two lines" in err and "Traceback" not in err
 

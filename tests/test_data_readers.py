@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from visprune import prompts
-from visprune.data import (
+from visprune.instrument import prompts
+from visprune.datasets import (
     ImageLoadError,
     build_pope,
     caption_samples,
@@ -149,7 +149,7 @@ def test_build_pope_on_coco_fixture_hand_computed():
 
 
 def test_build_pope_writes_official_lines(tmp_path):
-    from visprune.data import write_pope
+    from visprune.datasets import write_pope
 
     path = write_pope(build_pope(INSTANCES, "random", n_images=2, seed=3), tmp_path / "coco_pope_random.json")
     lines = path.read_text().splitlines()
@@ -288,22 +288,18 @@ def test_caption_samples():
         caption_samples(INSTANCES, COCO_IMAGES, n=5)
 
 
-def test_command_line_pope_and_synonyms(tmp_path, capsys):
-    from visprune.data.__main__ import main
-    from visprune.data.toyworld import toy_synonyms_text
+def test_command_line_pope(tmp_path, capsys):
+    from visprune.datasets.__main__ import main
 
     assert main(["pope", "--instances", str(INSTANCES), "--out-dir", str(tmp_path), "--n-images", "0"]) == 0
     for strategy in ("random", "popular", "adversarial"):
         samples = read_pope(tmp_path / f"coco_pope_{strategy}.json", COCO_IMAGES)
         assert len(samples) == 18 and samples[0].meta["split"] == strategy
-    out = tmp_path / "toy_synonyms.txt"
-    assert main(["synonyms", "--out", str(out)]) == 0
-    assert out.read_text() == toy_synonyms_text()
 
 
 def test_pope_object_span_finds_the_name_of_every_template_question():
-    from visprune.data import pope
-    from visprune import prompts
+    from visprune.datasets import pope
+    from visprune.instrument import prompts
 
     for name in ("umbrella", "traffic cone", "cup"):
         for text in (pope.question_text(name), prompts.pope_question(pope.question_text(name))):

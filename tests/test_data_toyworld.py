@@ -16,22 +16,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visprune.data import (
+from visprune import toyworld
+from visprune.datasets import build_pope, caption_samples, chair_ground_truth, read_pope, read_scienceqa
+from visprune.datasets.pope import STRATEGIES, question_text
+from visprune.toyworld import (
     CATEGORIES,
     N_TOKENS,
     SCENES,
     TOY_BUDGETS,
-    build_pope,
-    caption_samples,
-    chair_ground_truth,
     generate_toyworld,
-    read_pope,
-    read_scienceqa,
     toy_budget,
     toy_paths,
 )
-from visprune.data import toyworld
-from visprune.data.pope import STRATEGIES, question_text
+from visprune.toyworld import sync
+from visprune.toyworld.language import plural
 
 N_IMAGES = 60
 PARAMS = dict(n_images=N_IMAGES, split_fractions=(0.5, 0.2, 0.3), pope_images=None)
@@ -259,7 +257,7 @@ def _check_answer(problem: dict, anns: list[dict], names: dict[int, str]) -> Non
     present = {o[0] for o in objs}
     correct = choices[answer]
     if m := re.fullmatch(r"How many (.+) are in the picture\?", q):
-        name = {toyworld.plural(c.name): c.name for c in CATEGORIES}[m.group(1)]
+        name = {plural(c.name): c.name for c in CATEGORIES}[m.group(1)]
         assert int(correct) == sum(o[0] == name for o in objs)
     elif m := re.fullmatch(r"What color is the (.+)\?", q):
         [obj] = [o for o in objs if o[0] == m.group(1)]
@@ -337,11 +335,19 @@ def test_read_scienceqa_toy_img_only(world):
 # --------------------------------------------------------------------------- captions and CHAIR
 
 
+def test_command_line_synonyms(tmp_path):
+    from visprune.toyworld.__main__ import main
+
+    out = tmp_path / "toy_synonyms.txt"
+    assert main(["synonyms", "--out", str(out)]) == 0
+    assert out.read_text() == toyworld.toy_synonyms_text()
+
+
 def test_synonym_file_is_current_and_parses():
     from visprune.metrics import load_synonyms
 
     path = REPO / "lib" / "visprune" / "assets" / "chair" / "toy_synonyms.txt"
-    assert path.read_text() == toyworld.toy_synonyms_text(), "run `python -m visprune.data synonyms`"
+    assert path.read_text() == toyworld.toy_synonyms_text(), "run `python -m visprune.toyworld synonyms`"
     table = load_synonyms(path)
     for cat in CATEGORIES:
         assert 2 <= len(cat.words) <= 4
@@ -520,24 +526,24 @@ def test_interrupted_or_failed_write_never_passes_as_complete(tmp_path, monkeypa
     root = tmp_path / "w"
     generate_toyworld(root, seed=0, **SMALL)
     _add_user_files(root)
-    real = toyworld._write_file
+    real = sync._write_file
     calls = []
 
-    def failing(target, data, made, *args, **kwargs):
+    def failing(target, data):
         calls.append(target)
         if len(calls) == 4:  # the manifest (marked incomplete) and two files are written, then this fails
             if error is OSError:
                 import errno
 
-                real(target, data[: len(data) // 2], made)  # half written ...
+                real(target, data[: len(data) // 2])  # half written ...
                 raise OSError(errno.ENOSPC, "No space left on device")  # ... as a full disk would leave it
             raise KeyboardInterrupt
-        return real(target, data, made, *args, **kwargs)
+        return real(target, data)
 
-    monkeypatch.setattr(toyworld, "_write_file", failing)
+    monkeypatch.setattr(sync, "_write_file", failing)
     with pytest.raises(error):
         generate_toyworld(root, seed=1, **SMALL)
-    monkeypatch.setattr(toyworld, "_write_file", real)
+    monkeypatch.setattr(sync, "_write_file", real)
     assert _json(root / "manifest.json")["complete"] is False
     assert not [p for p in root.rglob(".*.tmp-*")]  # no temporary file is left behind
     assert all((root / rel).read_bytes() == data for rel, data in USER_FILES.items())
@@ -551,7 +557,7 @@ def test_full_disk_message_names_the_file(tmp_path, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(toyworld.os, "replace", full)
+    monkeypatch.setattr(sync.os, "replace", full)
     with pytest.raises(OSError, match=r"cannot write .*manifest.json \(No space left on device\)"):
         generate_toyworld(tmp_path / "w", seed=0, **SMALL)
     assert not [p for p in (tmp_path / "w").rglob("*") if p.is_file()]  # nothing partial

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from visprune import evaluation
-from visprune.data import generate_toyworld
-from visprune.evaluation import Evaluator, RunConfig, plan_chunks, read_chunk, summarize, write_chunk
-from visprune.profiles import resolve_profile
+from visprune import engine as evaluation
+from visprune.toyworld import generate_toyworld
+from visprune.engine import Evaluator, RunConfig, plan_chunks, read_chunk, summarize, write_chunk
+from visprune.engine.profiles import resolve_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -380,7 +380,7 @@ def test_dtype_is_resolved_before_the_key(assets, tmp_path):
 
 
 def test_prompt_format_is_part_of_the_key(assets, tmp_path):
-    from visprune import prompts
+    from visprune.instrument import prompts
 
     model = _copy_model(assets, tmp_path / "model")
     ev = Evaluator(resolve_profile("toy", model=model, world=assets / "world", results=tmp_path / "r"), progress=False)
@@ -438,7 +438,8 @@ def test_failed_records_are_retried_by_the_next_run(assets, tmp_path):
 
 DRIVER = r"""
 import os, signal, sys
-from visprune import runcache, evaluation
+from visprune import engine as evaluation
+from visprune.engine import cache as runcache
 moment, log = sys.argv[1], sys.argv[2]
 argv = sys.argv[3:]
 state = {"chunks": 0, "computed": 0}

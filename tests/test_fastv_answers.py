@@ -28,9 +28,10 @@ from transformers import LlavaProcessor, PreTrainedTokenizerFast
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 from tiny_llava import IMAGE_SIZE, NUM_PATCHES, PATCH_SIZE, build_tiny_llava, tiny_images
-from visprune import fastv
-from visprune.model import DEFAULT_FEATURE_SPACE, PrunedLlava, Selection, feature_space_default
-from visprune.prompts import answer_variants, conversation, pope_question, scienceqa_question
+from visprune.pruning import fastv
+from visprune.instrument.llava import PrunedLlava, Selection
+from visprune.pruning import spec as method_spec
+from visprune.instrument.prompts import answer_variants, conversation, pope_question, scienceqa_question
 
 N = NUM_PATCHES
 ATOL = 1e-4
@@ -221,11 +222,13 @@ def test_wrapper_goes_through_fastv_params(tiny, images):
     with pytest.raises(ValueError, match="feature_space"):
         w.select_tokens(vision, "fastv", k=3, feature_space="vision")
     # a hand-built Selection is completed with the defaults; a contradictory one is rejected
-    by_hand = w.score(QUESTIONS, ("yes", "no"), vision, Selection("fastv", 4, None, 2, {"layer": 2}), IMAGE_INDEX)
+    by_hand = w.score(QUESTIONS, ("yes", "no"), vision, Selection("fastv", 4, None, {"layer": 2}), IMAGE_INDEX)
     built = w.score(QUESTIONS, ("yes", "no"), vision, w.select_tokens(vision, "fastv", k=4), IMAGE_INDEX)
     assert torch.equal(by_hand.keep, built.keep) and torch.equal(by_hand.probs, built.probs)
-    with pytest.raises(ValueError, match="disagree"):
-        w.score(QUESTIONS, ("yes", "no"), vision, Selection("fastv", 4, None, 2, {"layer": 1}), IMAGE_INDEX)
+    with pytest.raises(ValueError, match="layer"):  # a hand-built selection is checked like select_tokens' own
+        w.score(QUESTIONS, ("yes", "no"), vision, Selection("fastv", 4, None, {"layer": 0}), IMAGE_INDEX)
+    with pytest.raises(ValueError, match="params"):
+        w.score(QUESTIONS, ("yes", "no"), vision, Selection("fastv", 4, None, {"heads": 2}), IMAGE_INDEX)
 
 
 # ------------------------------------------------------------------ the tie rule
@@ -381,13 +384,12 @@ def test_word_level_letters_record_upper_case_only(tiny, images):
 
 
 def test_feature_space_defaults():
-    assert DEFAULT_FEATURE_SPACE == {"divprune": "projected"}
-    assert feature_space_default("divprune") == "projected"
+    assert method_spec("divprune").feature_space == "projected"
+    assert method_spec("divprune").parameters["feature_space"] == "projected"
     for method in ("random", "saliency", "scope", "adaptive"):
-        assert feature_space_default(method) == "vision"
+        assert method_spec(method).feature_space == "vision"
     for method in ("fastv", "none"):
-        with pytest.raises(ValueError, match="method"):
-            feature_space_default(method)
+        assert "feature_space" not in method_spec(method).parameters
 
 
 def test_divprune_defaults_to_the_projected_tokens(tiny, images, monkeypatch):
@@ -442,7 +444,7 @@ def _records(masses_by_run):
 def test_summarize_warns_below_half_the_mass_naming_the_run():
     import warnings
 
-    from visprune.evaluation import LowAnswerMassWarning, answer_mass_warning, summarize
+    from visprune.engine import LowAnswerMassWarning, answer_mass_warning, summarize
 
     low = _records({"scope k=16": [0.2, 0.3, 0.6, 0.1]})    # mean 0.30
     with pytest.warns(LowAnswerMassWarning, match=r"pope-random scope k=16 \(0\.30\)"):
@@ -463,8 +465,8 @@ def test_grid_warns_for_a_checkpoint_whose_prompt_does_not_match(tmp_path):
     import json
     import shutil
 
-    from visprune.evaluation import Evaluator, LowAnswerMassWarning, RunConfig
-    from visprune.profiles import resolve_profile
+    from visprune.engine import Evaluator, LowAnswerMassWarning, RunConfig
+    from visprune.engine.profiles import resolve_profile
 
     toy = resolve_profile("toy")
     model = tmp_path / "toy-llava-foreign"

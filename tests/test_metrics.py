@@ -88,7 +88,7 @@ def random_probs(rng, n, c, dtype=np.float32):
 
 
 def test_pope_scores_hand_computed():
-    # yes = 0, no = 1 (visprune.prompts.POPE_ANSWERS)
+    # yes = 0, no = 1 (visprune.instrument.prompts.POPE_ANSWERS)
     pred = [0, 0, 0, 1, 1, 0]
     labels = [0, 0, 1, 1, 0, 1]
     # TP (pred yes, label yes) = 2 (samples 0, 1); FP = 2 (samples 2, 5); FN = 1 (sample 4); TN = 1

@@ -1,4 +1,4 @@
-"""Tests for visprune.model (the pruning LLaVA wrapper) and visprune.fastv.
+"""Tests for visprune.instrument.llava (the pruning LLaVA wrapper) and visprune.pruning.fastv.
 
 References are independent of the wrapper: transformers' own LlavaForConditionalGeneration
 forward (with the processor's expanded image tokens, or with hand-built inputs_embeds holding
@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from tiny_llava import NUM_PATCHES, build_tiny_llava, tiny_images
-from visprune import fastv
-from visprune.model import PrunedLlava, Selection, check_checkpoint_dir, default_dtype
-from visprune.prompts import conversation, pope_question, scienceqa_question
+from visprune.pruning import fastv
+from visprune.instrument.llava import PrunedLlava, Selection, check_checkpoint_dir, default_dtype
+from visprune.instrument.prompts import conversation, pope_question, scienceqa_question
 
 ATOL = 1e-4
 N = NUM_PATCHES
@@ -189,7 +189,7 @@ def test_selectors_plug_in(tiny, images):
     sel = w.select_tokens(vision, "saliency", k=5)
     expected = vision.cls_attention.topk(5, dim=1).indices.sort(dim=1).values  # ALGORITHMS.md: top-K of a
     assert torch.equal(sel.keep, expected)
-    assert sel.method == "saliency" and sel.k == 5 and sel.fastv_layer is None
+    assert sel.method == "saliency" and sel.k == 5 and sel.keep is not None
     out = w.score(QUESTIONS, ("yes", "no"), vision, sel, IMAGE_INDEX)
     assert torch.equal(out.keep, expected[IMAGE_INDEX])
 
@@ -428,7 +428,7 @@ def test_bad_inputs_raise_clear_errors(tiny, images):
     with pytest.raises(ValueError, match="max_new_tokens"):
         w.generate(QUESTIONS, vision, None, IMAGE_INDEX, max_new_tokens=0)
     assert isinstance(w.select_tokens(vision, "fastv", k=3), Selection)
-    assert w.select_tokens(vision, "fastv", k=3).fastv_layer == 2  # the default L
+    assert w.select_tokens(vision, "fastv", k=3).params["layer"] == 2  # the default L
 
 
 def test_default_dtype():

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from visprune import chapters
-from visprune.profiles import resolve_profile
+from visprune.engine.datasets import require
+from visprune.engine.profiles import resolve_profile
 
 
 def test_toy_profile_paths(tmp_path):
@@ -25,13 +26,13 @@ def test_real_profile_asks_only_for_what_a_data_set_needs(monkeypatch, tmp_path)
     with pytest.raises(ValueError, match="VISPRUNE_MODEL"):
         resolve_profile("llava-1.5-7b")
     only_pope = resolve_profile("llava-1.5-7b", model=tmp_path, pope=tmp_path / "pope", coco_images=tmp_path)
-    only_pope.require("pope-random")  # POPE needs its questions and the images, nothing else
+    require(only_pope, "pope-random")  # POPE needs its questions and the images, nothing else
     with pytest.raises(ValueError, match="--scienceqa.*VISPRUNE_SCIENCEQA"):
-        only_pope.require("scienceqa")
+        require(only_pope, "scienceqa")
     with pytest.raises(ValueError, match="--coco-annotations.*VISPRUNE_COCO_ANNOTATIONS"):
-        only_pope.require("chair")
+        require(only_pope, "chair")
     with pytest.raises(ValueError, match="--pope"):
-        resolve_profile("llava-1.5-7b", model=tmp_path, scienceqa=tmp_path).require("pope-adversarial")
+        require(resolve_profile("llava-1.5-7b", model=tmp_path, scienceqa=tmp_path), "pope-adversarial")
     monkeypatch.setenv("VISPRUNE_POPE", str(tmp_path / "pope"))
     p = resolve_profile("llava-1.5-7b", model=tmp_path, coco_images=tmp_path, coco_annotations=tmp_path / "a",
                         scienceqa=tmp_path)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from visprune import pruning
-from visprune.pruning import adaptive_threshold, available_methods, select
+from visprune.pruning import adaptive_threshold, pre_llm_methods, select
 
 # ----------------------------------------------------------------------------------------------
 # Brute-force references: plain Python floats (float64), loops over steps, candidates and tokens.
@@ -167,17 +167,17 @@ def test_scope_cpu_and_dense_loops_agree(gap_power, dtype):
     x, a = random_batch(5, b=2, n=10, dtype=dtype)
     sim = pruning.cosine_similarity_matrix(x)
     weight = a.to(sim.dtype)
-    rule = pruning._scope_rule(sim.dtype, 10, x.shape[-1], gap_power)
-    dense = pruning._scope_greedy_dense(sim, weight, 6, gap_power, rule)
+    rule = pruning.scope._scope_rule(sim.dtype, 10, x.shape[-1], gap_power)
+    dense = pruning.scope._scope_greedy_dense(sim, weight, 6, gap_power, rule)
     for b in range(2):
         want = ref_scope(rows(x[b]), a[b].double().tolist(), 6, 1.0, gap_power, dtype, order=True)
         assert dense[b].tolist() == want
     x, a = random_batch(6, b=2, n=120, d=32, dtype=dtype, shift=1.0)
     sim = pruning.cosine_similarity_matrix(x)
     weight = a.to(sim.dtype)
-    rule = pruning._scope_rule(sim.dtype, 120, 32, gap_power)
-    cpu = pruning._scope_greedy_cpu(sim, weight, 60, gap_power, rule)
-    dense = pruning._scope_greedy_dense(sim, weight, 60, gap_power, rule)
+    rule = pruning.scope._scope_rule(sim.dtype, 120, 32, gap_power)
+    cpu = pruning.scope._scope_greedy_cpu(sim, weight, 60, gap_power, rule)
+    dense = pruning.scope._scope_greedy_dense(sim, weight, 60, gap_power, rule)
     assert torch.equal(cpu, dense)
 
 
@@ -339,7 +339,7 @@ PARAMS = {"adaptive": {"erank_ref": 5.0}}
 @pytest.mark.parametrize("method", ["random", "saliency", "scope", "divprune", "adaptive"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
 def test_output_invariants(method, dtype):
-    assert method in available_methods()
+    assert method in pre_llm_methods()
     x, a = random_batch(60, b=3, n=25, d=8, dtype=dtype)
     for k in (1, 6, 24, 25):
         idx = select(method, x, a, k, **PARAMS.get(method, {}))
@@ -352,7 +352,7 @@ def test_output_invariants(method, dtype):
 
 def test_numpy_inputs_accepted():
     x, a = random_batch(61)
-    for method in available_methods():
+    for method in pre_llm_methods():
         got = select(method, x.numpy(), a.numpy(), 4, **PARAMS.get(method, {}))
         assert torch.equal(got, select(method, x, a, 4, **PARAMS.get(method, {})))
 
@@ -372,7 +372,7 @@ def test_return_info():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu():
     x, a = random_batch(64, b=4, n=64, d=16)
-    for method in available_methods():
+    for method in pre_llm_methods():
         for k in (1, 10, 64):
             cpu = select(method, x, a, k, **PARAMS.get(method, {}))
             gpu = select(method, x.cuda(), a.cuda(), k, **PARAMS.get(method, {}))
@@ -415,21 +415,21 @@ def test_random_is_uniform():
 
 
 def test_register_new_method():
-    @pruning.register("_test_last_k")
+    @pruning.register("_test_last_k", label="last k", color="#123456")
     def last_k(features, saliency, k, *, offset: int = 0):
         n = features.shape[1]
         return torch.arange(n - k - offset, n - offset).expand(features.shape[0], k)
 
     try:
         x, a = random_batch(80)
-        assert "_test_last_k" in available_methods() and "_test_last_k" in pruning.METHODS
+        assert "_test_last_k" in pre_llm_methods() and "_test_last_k" in pruning.METHODS
         assert select("_test_last_k", x, a, 2, offset=1).tolist() == [[9, 10]] * 3
         with pytest.raises(ValueError, match=r"^alpha: .*_test_last_k.*offset"):
             select("_test_last_k", x, a, 2, alpha=1.0)
         with pytest.raises(ValueError, match=r"^name: "):
-            pruning.register("_test_last_k")(last_k)
+            pruning.register("_test_last_k", label="last k", color="#123456")(last_k)
         with pytest.raises(ValueError, match="signature"):
-            pruning.register("_test_bad")(lambda features, saliency, k, alpha=1.0: None)
+            pruning.register("_test_bad", label="bad", color="#654321")(lambda features, saliency, k, alpha=1.0: None)
     finally:
         pruning.METHODS.pop("_test_last_k", None)
         pruning.METHODS.pop("_test_bad", None)

@@ -4,7 +4,7 @@ The stand-in (``tests/standin_llava15.py``) has the llava-hf layout of
 ``llava-hf/llava-1.5-7b-hf`` (sharded float16 weights with the transformers 4.x names, a Llama
 BPE tokenizer with byte fallback, the CLIP processor at 336 px, N = 576) at tiny widths; the
 fixtures (``tests/real_fixtures.py``) are COCO / POPE / ScienceQA files in their official
-formats. The references here are independent of ``visprune.model``: LLaVA's
+formats. The references here are independent of ``visprune.instrument.llava``: LLaVA's
 ``tokenizer_image_token`` and ``expand2square`` re-implemented from ``llava/mm_utils.py``, the
 prompt typed from ``conv_vicuna_v1``'s rule, and transformers' own
 ``LlavaForConditionalGeneration`` forward.
@@ -23,9 +23,9 @@ from PIL import Image
 
 from real_fixtures import write_real_fixtures
 from standin_llava15 import CLIP_MEAN, IMAGE_TOKEN_ID, NUM_PATCHES, build_llava15_standin, build_tokenizer_json
-from visprune import prompts
-from visprune.model import PrunedLlava, expand_to_square
-from visprune.prompts import CAPTION_PROMPT, pope_question, scienceqa_question
+from visprune.instrument import prompts
+from visprune.instrument.llava import PrunedLlava, expand_to_square
+from visprune.instrument.prompts import CAPTION_PROMPT, pope_question, scienceqa_question
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY_MODEL = ROOT / "lib" / "visprune" / "assets" / "toy-llava"
@@ -465,8 +465,8 @@ def test_a_pope_run_on_the_real_profile_needs_no_scienceqa_or_annotations(standi
 def test_chair_protocol_defaults_on_the_real_profile(standin, fixtures, tmp_path):
     """500 images drawn with the sample seed and up to 512 new tokens unless overridden (the
     toy profile: all its test images, 64 tokens); the resolved values enter the run key."""
-    from visprune.evaluation import Evaluator, RunConfig
-    from visprune.profiles import resolve_profile
+    from visprune.engine import Evaluator, RunConfig
+    from visprune.engine.profiles import resolve_profile
 
     profile = resolve_profile("llava-1.5-7b", model=standin, coco_images=fixtures["coco_images"],
                               coco_annotations=fixtures["coco_annotations"], results=tmp_path / "r")

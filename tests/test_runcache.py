@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from visprune import runcache
+from visprune.engine import cache as runcache
 
 
 def _weights(path, seed=0):

@@ -63,9 +63,9 @@ def nudge_symmetric(sim: torch.Tensor, seed: int) -> torch.Tensor:
 def scope_orders(sim, sal, k, alpha, p, width):
     """Pick orders (B, K) of both SCOPE loops, asserted equal, on a given similarity matrix."""
     weight = torch.ones_like(sal, dtype=sim.dtype) if alpha == 0.0 else sal.to(sim.dtype).pow(alpha)
-    rule = pruning._scope_rule(sim.dtype, sim.shape[1], width, p)
-    cpu = pruning._scope_greedy_cpu(sim, weight, k, p, rule)
-    dense = pruning._scope_greedy_dense(sim, weight, k, p, rule)
+    rule = pruning.scope._scope_rule(sim.dtype, sim.shape[1], width, p)
+    cpu = pruning.scope._scope_greedy_cpu(sim, weight, k, p, rule)
+    dense = pruning.scope._scope_greedy_dense(sim, weight, k, p, rule)
     assert torch.equal(cpu, dense)  # same terms, exact sums, same tie test: bit-identical scores
     return cpu
 
@@ -225,12 +225,12 @@ def toy_test_features(tmp_path_factory):
     """Vision features and CLS attention of every test image of the toy world, float32."""
     from PIL import Image
 
-    from visprune.model import PrunedLlava
+    from visprune.instrument.llava import PrunedLlava
 
     world = REPO / "data" / "toyworld"
     if not (world / "images" / "test").is_dir():
         world = tmp_path_factory.mktemp("toyworld")
-        subprocess.run([sys.executable, "-m", "visprune.data", "toyworld", "--out", str(world), "--seed", "0"],
+        subprocess.run([sys.executable, "-m", "visprune.toyworld", "--out", str(world), "--seed", "0"],
                        check=True, cwd=REPO, capture_output=True)
     paths = sorted((world / "images" / "test").glob("*.png"))
     assert len(paths) >= 100, f"expected the toy world's test images under {world}"

@@ -16,8 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from visprune import prompts
-from visprune.data import coco
+from visprune.instrument import prompts
+from visprune.datasets import coco
 from visprune.toymodel import build, corpus, train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -27,7 +27,7 @@ from transformers import (
 )
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-from visprune.prompts import CAPTION_PROMPT, LLAVA_SYSTEM, POPE_SUFFIX, SCIENCEQA_SUFFIX
+from visprune.instrument.prompts import CAPTION_PROMPT, LLAVA_SYSTEM, POPE_SUFFIX, SCIENCEQA_SUFFIX
 
 IMAGE_SIZE = 32
 PATCH_SIZE = 8

@@ -3,10 +3,10 @@
 Modules (each named after one concept):
 
 - ``visprune.metrics``     calibration, selective prediction, diversity and hallucination metrics
-- ``visprune.image_stats`` effective rank and attention entropy on batched torch tensors
+- ``visprune.instrument.image_stats`` effective rank and attention entropy on batched torch tensors
 - ``visprune.pruning``     token selectors (random, saliency, SCOPE, DivPrune, adaptive)
-- ``visprune.prompts``     LLaVA-1.5 prompt formats and answer sets (DESIGN.md section 5)
-- ``visprune.model``       a LLaVA wrapper that prunes visual tokens (and FastV)
+- ``visprune.instrument.prompts``     LLaVA-1.5 prompt formats and answer sets (DESIGN.md section 5)
+- ``visprune.instrument.llava``       a LLaVA wrapper that prunes visual tokens (and FastV)
 - ``visprune.data``        the toy world and readers for POPE, ScienceQA and COCO/CHAIR
 - ``visprune.book``        executes the chapters with papermill and renders the book
 """

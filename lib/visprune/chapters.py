@@ -1,7 +1,7 @@
 """What every chapter does first: resolve its profile, open an evaluator, show what it runs on.
 
 Chapters stay thin (STYLE.md): their ``parameters`` cell holds the knobs, and one call here
-turns them into an :class:`~visprune.evaluation.Evaluator`::
+turns them into an :class:`~visprune.engine.Evaluator`::
 
     ev = chapters.open_evaluator(profile, model_path=model_path, results_dir=results_dir, ...)
     budgets = chapters.budgets_for(ev, budgets)
@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from visprune.evaluation import DATASETS, METHODS, PRE_LLM_METHODS, Evaluator, model_shape
-from visprune.profiles import PROFILES, Profile, resolve_profile
+from visprune.engine import DATASETS, Evaluator, model_shape
+from visprune.pruning import pre_llm_methods
+from visprune.engine.profiles import PROFILES, Profile, resolve_profile
 
 #: The papers' token budgets, out of LLaVA-1.5's 576 visual tokens.
 PAPER_BUDGETS = (64, 128, 192)
@@ -329,7 +330,7 @@ def _complexity_measures() -> tuple:
 _SPLITS = tuple(d.removeprefix("pope-") for d in DATASETS if d.startswith("pope-"))
 #: Methods whose kept patches a chapter can draw without run-specific inputs: the pre-LLM
 #: selectors except ``adaptive``, whose ``erank_ref`` only the adaptive chapter measures.
-DRAWN_METHODS = tuple(m for m in METHODS if m in PRE_LLM_METHODS and m != "adaptive")
+DRAWN_METHODS = tuple(m for m in pre_llm_methods() if m != "adaptive")
 
 _INPUT = "the profile's default"
 #: The rule of every chapter parameter, by name; a parameter means the same in every chapter that

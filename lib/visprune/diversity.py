@@ -1,7 +1,7 @@
 """Study B analysis: kept-token diversity, image complexity and hallucination (DESIGN.md section 1).
 
 Helpers for the chapters on Baek et al. (ICLR 2026, "AgilePruner"). They work on the tidy
-per-sample records of :meth:`visprune.evaluation.Evaluator.grid` (columns ``dataset``,
+per-sample records of :meth:`visprune.engine.Evaluator.grid` (columns ``dataset``,
 ``method``, ``k``, ``run``, ``sample_id``, ``image_id``, ``erank_kept``, ``erank_image``,
 ``attn_entropy``, ``tau``, ``caption``, ``correct``, ``n_objects``, ...) and never run a model.
 
@@ -93,14 +93,14 @@ def run_configs(dataset: str, methods: Sequence[str], ks: Sequence[int], n_sampl
                 include_unpruned: bool = True) -> list:
     """The run configurations of a method x budget grid on one data set (unpruned first).
 
-    One :class:`visprune.evaluation.RunConfig` per method and model budget ``k`` (plus
+    One :class:`visprune.engine.RunConfig` per method and model budget ``k`` (plus
     ``"none"`` when ``include_unpruned``). ``params`` maps a method to its parameters (e.g.
     ``{"adaptive": {"erank_ref": ..., "c": 0.1}}``); ``"random"`` gets ``{"seed": seed}``.
     For ``"chair"`` the images are drawn with ``sample_seed=seed`` and captions are limited to
     ``max_new_tokens``. Chapters that build their grids with this function and the same
     arguments share the engine's cached runs.
     """
-    from visprune.evaluation import RunConfig
+    from visprune.engine import RunConfig
 
     params = dict(params or {})
     extra = {"max_new_tokens": max_new_tokens, "sample_seed": seed} if dataset == "chair" else {}
@@ -229,7 +229,7 @@ def caption_scores(records: pd.DataFrame, ground_truth: dict, synonyms: Any = No
     ``n_hallucinated`` (mentions of objects not in the image), ``hallucinated`` (1 if any),
     ``n_hits`` (distinct ground-truth objects mentioned), ``n_truth`` (ground-truth objects).
     Computed by :func:`visprune.metrics.chair` run by run (``ground_truth`` from
-    :func:`visprune.evaluation.chair_truth`, ``synonyms`` the profile's synonym list).
+    :func:`visprune.engine.chair_truth`, ``synonyms`` the profile's synonym list).
     """
     _require_columns(records, ["run", "sample_id", "image_id", "caption"])
     ok = _ok(records)

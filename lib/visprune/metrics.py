@@ -8,7 +8,7 @@ One function per metric, in the order of ALGORITHMS.md:
   ``brier`` and ``reliability_table``.
 - Selective prediction: ``risk_coverage``, ``aurc`` and ``eaurc``.
 - Image statistics: ``erank`` and ``attention_entropy`` (validating wrappers around the batched
-  torch kernels in ``visprune.image_stats``).
+  torch kernels in ``visprune.instrument.image_stats``).
 - Hallucination in captions: ``load_synonyms``, ``caption_objects`` and ``chair``.
 - Uncertainty: ``bootstrap_ci`` and ``bootstrap_diff_ci``.
 
@@ -36,8 +36,8 @@ import torch
 
 from visprune import _paths
 from visprune import _validation as v
-from visprune.image_stats import attention_entropy_batch, erank_batch
-from visprune.prompts import POPE_ANSWERS
+from visprune.instrument.image_stats import attention_entropy_batch, erank_batch
+from visprune.instrument.prompts import POPE_ANSWERS
 
 __all__ = [
     "POPE_YES",
@@ -67,7 +67,7 @@ __all__ = [
     "bootstrap_diff_ci",
 ]
 
-#: Index of "yes" in POPE's answer set ``visprune.prompts.POPE_ANSWERS == ("yes", "no")``: 0.
+#: Index of "yes" in POPE's answer set ``visprune.instrument.prompts.POPE_ANSWERS == ("yes", "no")``: 0.
 POPE_YES: int = POPE_ANSWERS.index("yes")
 
 
@@ -183,7 +183,7 @@ def yes_ratio(pred: Any, positive: int = POPE_YES) -> float:
 def pope_scores(pred: Any, labels: Any, positive: int = POPE_YES) -> dict[str, float]:
     """POPE's table row: accuracy, precision, recall, F1 (positive = "yes") and yes-ratio.
 
-    ``pred`` and ``labels`` are indices into ``visprune.prompts.POPE_ANSWERS`` (yes = 0, no = 1),
+    ``pred`` and ``labels`` are indices into ``visprune.instrument.prompts.POPE_ANSWERS`` (yes = 0, no = 1),
     or ``pred`` is (n, 2) probabilities in that order.
 
     Every prediction and label must be 0 or 1 (booleans are rejected: which of yes and no
@@ -521,7 +521,7 @@ def erank(matrix: Any) -> float | np.ndarray:
 
     With singular values ``s_k`` and ``q_k = s_k / sum(s)``: ``erank = exp(-sum_k q_k ln q_k)``
     (terms with q_k = 0 add 0; rows are not centred), between 1 and the rank of the matrix; an
-    all-zero matrix gives 0. Computed by ``visprune.image_stats.erank_batch`` on the tensor's
+    all-zero matrix gives 0. Computed by ``visprune.instrument.image_stats.erank_batch`` on the tensor's
     own device (float32, or float64 for float64 input). ``matrix`` is (N, d) -> float, or a batch
     (B, N, d) -> NumPy array (B,). Reference: Roy and Vetterli, EUSIPCO 2007.
 
@@ -539,7 +539,7 @@ def attention_entropy(attn: Any) -> float | np.ndarray:
     ``H = -sum_i p_i ln p_i`` with ``p = a / sum(a)`` over the last axis (the N patches); natural
     log, so 0 <= H <= ln N. ``attn`` holds non-negative masses with a positive sum along the last
     axis; (N,) -> float, (..., N) -> NumPy array of the leading shape. Computed by
-    ``visprune.image_stats.attention_entropy_batch`` on the tensor's device.
+    ``visprune.instrument.image_stats.attention_entropy_batch`` on the tensor's device.
 
     >>> round(attention_entropy([1.0, 1.0, 2.0]), 6)   # p = (1/4, 1/4, 1/2): 1.5 ln 2
     1.039721

@@ -80,9 +80,9 @@ def model_view(llava: Any, images: Sequence[Any]) -> list[np.ndarray]:
 def select_for_images(llava: Any, images: Sequence[Any], specs: Mapping[str, tuple[str, int | None, dict]]):
     """Run the vision tower once and each selector of ``specs`` on the images.
 
-    ``specs`` maps a label to ``(method, k, params)`` as in :class:`visprune.evaluation.RunConfig`
+    ``specs`` maps a label to ``(method, k, params)`` as in :class:`visprune.engine.RunConfig`
     (``"none"`` takes ``k=None``). Returns ``(vision, keeps)``: the
-    :class:`visprune.model.VisionOutput` and a dict label -> (B, K) int array of kept indices.
+    :class:`visprune.instrument.llava.VisionOutput` and a dict label -> (B, K) int array of kept indices.
     """
     import torch
 

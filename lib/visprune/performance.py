@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from visprune.profiles import repo_root, resolve_profile
+from visprune.engine.profiles import repo_root, resolve_profile
 
 #: Each benchmark's CSV (under the results folder) and the command that writes it.
 BENCHMARKS: dict[str, tuple[str, str]] = {

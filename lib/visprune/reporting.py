@@ -1,6 +1,6 @@
 """Summary tables of evaluation grids, with bootstrap intervals (DESIGN.md section 7).
 
-The evaluation engine (:mod:`visprune.evaluation`) returns one tidy table of per-sample records
+The evaluation engine (:mod:`visprune.engine`) returns one tidy table of per-sample records
 for a whole grid of runs. This module turns such a table into what a chapter shows:
 
 - :func:`summary_table`: one row per group (by default per ``(dataset, run)``) with each metric
@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from visprune import metrics
-from visprune.prompts import POPE_ANSWERS
+from visprune.instrument.prompts import POPE_ANSWERS
 
 __all__ = [
     "METRICS",
@@ -283,7 +283,7 @@ def summary_table(
 ) -> pd.DataFrame:
     """One row per group of ``grid`` with each metric and its bootstrap interval.
 
-    ``grid``: the per-sample records of :meth:`visprune.evaluation.Evaluator.grid`.
+    ``grid``: the per-sample records of :meth:`visprune.engine.Evaluator.grid`.
     ``by``: the grouping columns (default one row per run and data set; ``by=("run",)`` pools a
     run's samples over several data sets, e.g. the three POPE splits). Groups keep the order in
     which they first appear.

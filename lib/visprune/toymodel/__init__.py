@@ -14,12 +14,29 @@ Command line::
 
 The shipped checkpoint lives in ``lib/visprune/assets/toy-llava`` (package data) and loads with
 ``AutoProcessor.from_pretrained`` and ``LlavaForConditionalGeneration.from_pretrained``.
+
+The names below are imported on first use (PEP 562), so ``import visprune.toymodel`` (and its
+command line's ``--help``) does not load torch and transformers.
 """
 
-from visprune.toymodel.build import FULL, SMALL, ToyLlavaSize, directory_size_bytes
-from visprune.toymodel.train import FULL_SCHEDULE, SMALL_SCHEDULE, SMALL_WORLD, Schedule, train_toy_llava
+from __future__ import annotations
 
-__all__ = [
-    "FULL", "FULL_SCHEDULE", "SMALL", "SMALL_SCHEDULE", "SMALL_WORLD", "Schedule", "ToyLlavaSize",
-    "directory_size_bytes", "train_toy_llava",
-]
+import importlib
+
+_LAZY = {
+    "FULL": "build", "SMALL": "build", "ToyLlavaSize": "build", "directory_size_bytes": "build",
+    "FULL_SCHEDULE": "train", "SMALL_SCHEDULE": "train", "SMALL_WORLD": "train", "Schedule": "train",
+    "train_toy_llava": "train",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"visprune.toymodel.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'visprune.toymodel' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -53,7 +53,7 @@ def build_parser() -> v.CommandLineParser:
 
 
 def _train(args) -> int:
-    from visprune.data import toyworld
+    from visprune import toyworld
     from visprune.toymodel import build, train
 
     world = toyworld.check_world_folder(args.world, "--world")  # generated there if it holds no toy world

@@ -38,7 +38,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from visprune import prompts
+from visprune.instrument import prompts
 
 UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<pad>"
 SPECIAL_TOKENS = (UNK, BOS, EOS, PAD, prompts.IMAGE_TOKEN)

@@ -1,8 +1,8 @@
 """Measure the toy LLaVA on the held-out test split and write its model card (README.md).
 
 Everything is measured with the project's own code: the model is loaded by
-:class:`visprune.model.PrunedLlava` (the wrapper every chapter uses), samples come from the
-readers of :mod:`visprune.data`, and scores from :mod:`visprune.metrics`:
+:class:`visprune.instrument.llava.PrunedLlava` (the wrapper every chapter uses), samples come from the
+readers of :mod:`visprune.datasets`, and scores from :mod:`visprune.metrics`:
 
 - POPE (random, popular, adversarial) on the test split, unpruned: accuracy, precision,
   recall, F1, yes-ratio (:func:`visprune.metrics.pope_scores`), ECE and the mean answer mass;
@@ -17,6 +17,9 @@ readers of :mod:`visprune.data`, and scores from :mod:`visprune.metrics`:
 
 The targets the toy model must meet (DESIGN.md section 3 and issue 5) are checked and shown
 in the card; a missed target is reported as missed, never hidden.
+
+Length: over 400 lines because about 180 of them are the card's text (:func:`render_card`),
+one template kept whole so that it reads as the card does.
 """
 
 from __future__ import annotations
@@ -26,13 +29,15 @@ import json
 import platform
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
 
-from visprune import metrics, prompts
-from visprune.data import caption_samples, chair_ground_truth, read_pope, read_scienceqa, toyworld
+from visprune import metrics
+from visprune.instrument import prompts
+from visprune import toyworld
+from visprune.datasets import caption_samples, chair_ground_truth, read_pope, read_scienceqa
 from visprune.toymodel import build, corpus
 
 POPE_SPLITS = ("random", "popular", "adversarial")
@@ -195,7 +200,7 @@ def check_inputs(model_dir: str | Path, world: str | Path, n_captions: int = 100
                  threads: int = 2, *, names: dict[str, str] | None = None) -> tuple[Path, Path]:
     """Check the card's arguments before any work; return ``(model_dir, world)`` as Paths.
 
-    ``model_dir`` must be a llava-hf checkpoint folder (:func:`visprune.model.check_checkpoint_dir`)
+    ``model_dir`` must be a llava-hf checkpoint folder (:func:`visprune.instrument.llava.check_checkpoint_dir`)
     that can be written into (the card goes beside the weights); ``world`` a toy world holding
     every file the card reads (:func:`world_files`); ``n_captions``, ``threads`` >= 1 and
     ``n_questions`` None or >= 1 (bools are not integers). ValueError, or FileNotFoundError for
@@ -203,7 +208,7 @@ def check_inputs(model_dir: str | Path, world: str | Path, n_captions: int = 100
     show, e.g. ``{"model_dir": "--model"}``).
     """
     from visprune import _validation as v
-    from visprune.model import CHECKPOINT_FILES, check_checkpoint_dir
+    from visprune.instrument.llava import CHECKPOINT_FILES, check_checkpoint_dir
 
     shown = {"model_dir": "model_dir", "world": "world", "n_captions": "n_captions", "n_questions": "n_questions",
              "threads": "threads", **(names or {})}
@@ -232,14 +237,14 @@ def check_inputs(model_dir: str | Path, world: str | Path, n_captions: int = 100
     world = v.input_folder(world, shown["world"], "toy world folder")
     v.input_folder(toyworld.toy_paths(world).images("test"), shown["world"], "folder of the test images")
     for path, what in world_files(world):
-        v.input_file(path, shown["world"], f"{what} ({path.name}; generate the toy world with `python -m visprune.data toyworld --out {world}`)")
+        v.input_file(path, shown["world"], f"{what} ({path.name}; generate the toy world with `python -m visprune.toyworld --out {world}`)")
     return model_dir, world
 
 
 def measure(model_dir: str | Path, world: str | Path, n_captions: int = 100, n_questions: int | None = None,
             threads: int = 2, log: Log = print) -> dict:
     """Every number of the model card (see the module docstring)."""
-    from visprune.model import PrunedLlava
+    from visprune.instrument.llava import PrunedLlava
 
     model_dir, world = check_inputs(model_dir, world, n_captions, n_questions, threads)
     previous = torch.get_num_threads()
@@ -353,12 +358,12 @@ def render_card(model_dir: str | Path, result: dict, command: str) -> str:
         "",
         "A real `transformers` LLaVA (`LlavaForConditionalGeneration`), small enough to train on two CPU",
         "cores, trained by `visprune.toymodel` on the synthetic *toy world* of this repository",
-        "(`visprune.data.toyworld`). It exists so that every chapter of the visprune book runs end to",
+        "(`visprune.toyworld`). It exists so that every chapter of the visprune book runs end to",
         "end with nothing downloaded (DESIGN.md section 3). **All numbers below are toy-world",
         "numbers**; they say nothing about LLaVA-1.5-7B.",
         "",
         "```python",
-        "from visprune import prompts",
+        "from visprune.instrument import prompts",
         "from transformers import AutoProcessor, LlavaForConditionalGeneration",
         "processor = AutoProcessor.from_pretrained(\"lib/visprune/assets/toy-llava\")",
         "model = LlavaForConditionalGeneration.from_pretrained(\"lib/visprune/assets/toy-llava\")",
@@ -387,7 +392,7 @@ def render_card(model_dir: str | Path, result: dict, command: str) -> str:
         f"Shipped size: {result['size_bytes'] / 1e6:.1f} MB.",
         "",
         "Prompt format: LLaVA's `conv_vicuna_v0` (declared in `prompt_format.json`): "
-        "`\"{system} USER: <image>\\n{question} ASSISTANT:\"` (`visprune.prompts.VICUNA_V0`; the "
+        "`\"{system} USER: <image>\\n{question} ASSISTANT:\"` (`visprune.instrument.prompts.VICUNA_V0`; the "
         "processor's chat template renders the same text). LLaVA-1.5 checkpoints default to `vicuna_v1`.",
         "",
         "## Training",
@@ -463,7 +468,7 @@ def render_card(model_dir: str | Path, result: dict, command: str) -> str:
         "",
         f"## Measured on the test split ({result['date']}, unpruned unless stated)",
         "",
-        "Computed by `python -m visprune.toymodel card` with `visprune.model.PrunedLlava` (first-token",
+        "Computed by `python -m visprune.toymodel card` with `visprune.instrument.llava.PrunedLlava` (first-token",
         "distribution over the answer set, DESIGN.md section 5) and `visprune.metrics`.",
         "",
         "| POPE split | n | accuracy | precision | recall | F1 | yes-ratio | ECE | answer mass | accuracy, random K=16 | accuracy, saliency K=16 |",

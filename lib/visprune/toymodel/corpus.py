@@ -6,14 +6,14 @@ Two kinds of data, one per training stage:
   (multi-label targets for the CLS token) and, per patch of the 12 x 12 grid, which object
   covers it, its colour and whether an object's box centre falls in it (:class:`PatchTargets`).
 - **Instruction tuning**: LLaVA-1.5 conversations about the same images, in the exact prompt
-  format of :mod:`visprune.prompts`:
+  format of :mod:`visprune.instrument.prompts`:
 
   - captions: ``CAPTION_PROMPT`` answered by one of the image's reference captions;
   - POPE-style yes/no questions ("Is there a {name} in the image?" + POPE's short-answer cue)
     with positives from the image's annotations and negatives drawn, per question, with one of
     POPE's three rules (random, popular, adversarial), answered "Yes" or "No";
   - ScienceQA-format multiple choice, made by the toy world's own problem generator
-    (:func:`visprune.data.toy_problems`) on train images, answered by the option letter.
+    (:func:`visprune.toyworld.toy_problems`) on train images, answered by the option letter.
 
   As in LLaVA's instruction data, one image's yes/no and multiple-choice questions form one
   multi-turn conversation (``"{system} USER: <image>\\n{q1} ASSISTANT: {a1}</s>USER: {q2}
@@ -27,15 +27,15 @@ Everything is drawn from a seeded ``numpy`` generator, a fresh draw per epoch.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from visprune import prompts
-from visprune.data import coco, pope, scienceqa, toyworld
-from visprune.data.samples import load_rgb
+from visprune.instrument import prompts
+from visprune import toyworld
+from visprune.datasets import coco, pope
+from visprune.datasets.samples import load_rgb
 
 POPE_RULES = ("random", "popular", "adversarial")
 YES, NO = "Yes", "No"  # LLaVA-1.5's short answers start with a capital letter
@@ -92,7 +92,7 @@ def load_split(world: str | Path, split: str) -> WorldSplit:
     if missing:
         raise FileNotFoundError(
             f"image not found: {missing[0]} ({len(missing)} of {len(files)} images of split {split!r} are missing). "
-            f"Regenerate the toy world: python -m visprune.data toyworld --out {paths.root}"
+            f"Regenerate the toy world: python -m visprune.toyworld --out {paths.root}"
         )
     return WorldSplit(
         image_ids=image_ids,
@@ -149,11 +149,6 @@ def load_images(files: Sequence[Path]) -> list:
     return [load_rgb(f) for f in files]
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes (ScienceQA images are copies of world images)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 # --------------------------------------------------------------------------- conversations
 
 
@@ -178,7 +173,7 @@ class QuestionSampler:
     """Draws yes/no questions about a split's images with POPE's negative rules.
 
     Category frequency and co-occurrence are counted over the split itself
-    (:func:`visprune.data.pope.category_statistics`), as POPE counts them over its annotation
+    (:func:`visprune.datasets.pope.category_statistics`), as POPE counts them over its annotation
     file. Unlike the POPE files, any present category may be asked (not only the first three),
     and the popular and adversarial rules pick among the ``top`` best-scoring absent
     categories rather than always the best one, so that training sees some variety.
@@ -229,7 +224,7 @@ def scienceqa_turns(split: WorldSplit, seed: int, split_name: str = "train") -> 
     Returns image position -> [(ScienceQA-IMG prompt, answer letter), ...] (one problem per
     image, as the toy world's own ``problems.json`` has; a new ``seed`` gives new problems).
     """
-    problems, _, _ = scienceqa.toy_problems({split_name: split.index}, seed=seed, per_image=1, text_only_fraction=0.0)
+    problems, _, _ = toyworld.toy_problems({split_name: split.index}, seed=seed, per_image=1, text_only_fraction=0.0)
     position = {image_id: i for i, image_id in enumerate(split.image_ids)}
     turns: dict[int, list[tuple[str, str]]] = {}
     for prob in problems.values():

@@ -1,4 +1,4 @@
-"""The sample every data set yields, and the careful file reading the readers share.
+"""The sample every data set yields, and the careful file reading and writing the readers share.
 
 DESIGN.md section 4: a dataset reader turns files into *samples* (image, prompt, answer set,
 label); the evaluation engine runs each sample through the model and records the result.
@@ -13,7 +13,8 @@ that was wrong and what to do"):
 - a malformed JSON file or JSON line names the file and the line (:func:`read_json`,
   :func:`read_json_lines`);
 - a missing field names the field and where it was expected (:func:`require_field`);
-- an unreadable image names the file (:class:`ImageLoadError`).
+- an unreadable image names the file (:class:`ImageLoadError`);
+- a file is written whole or not at all (:func:`write_atomically`), and a failed write names it.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Sample:
       tower's work (POPE: the image file name; ScienceQA: the pid; captioning: the image id).
     - ``image_path``: where the image is; opened only by :meth:`load_image` (``None`` only for
       ScienceQA problems without an image, read with ``img_only=False``).
-    - ``prompt``: the user question, ready for ``PromptFormat.conversation`` (:mod:`visprune.prompts`).
+    - ``prompt``: the user question, ready for ``PromptFormat.conversation`` (:mod:`visprune.instrument.prompts`).
     - ``answers``: the answer set, ``("yes", "no")``, ``("A", "B", ...)``, or ``()`` for captions.
     - ``label``: index of the correct answer in ``answers`` (``None`` for captions).
     - ``meta``: JSON-serialisable extras the chapters use (split, n_objects, scene, task, ...).
@@ -81,6 +82,31 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
 
 
 # --------------------------------------------------------------------------- files and errors
+
+
+def write_atomically(path: str | os.PathLike, data: bytes | str, hint: str | None = None) -> Path:
+    """Write ``data`` (text is UTF-8 encoded) to ``path`` through a temporary file and a rename.
+
+    The file is either the old one or the complete new one, never half written, even when the
+    process is killed; the temporary file ``.{name}.tmp-{pid}`` sits beside the target. An
+    ``OSError`` (a full disk) names the path, ends with ``hint`` (default: "{path} was left as
+    it was") and leaves no temporary file behind. Missing parent folders are made.
+    """
+    path = Path(path)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(raw)
+        os.replace(tmp, path)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            hint = f"{path} was left as it was" if hint is None else hint
+            raise OSError(err.errno, f"cannot write {path} ({err.strerror or err}); {hint}") from err
+        raise
+    return path
 
 
 def require_file(path: str | os.PathLike, what: str, where: str = "") -> Path:

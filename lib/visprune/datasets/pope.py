@@ -25,7 +25,7 @@ has one JSON object per line::
    ``categories`` (this choice is ours; POPE's code leaves the order of equal counts to its sort);
 4. text "Is there a {name} in the image?", with "an" before a vowel; question ids run from 1.
 
-:func:`read_pope` reads official or generated files into :class:`~visprune.data.samples.Sample` s.
+:func:`read_pope` reads official or generated files into :class:`~visprune.datasets.samples.Sample` s.
 """
 
 from __future__ import annotations
@@ -37,15 +37,16 @@ from pathlib import Path
 
 import numpy as np
 
-from visprune import prompts
-from visprune.data.coco import COCO_IMAGES_WHERE, CocoIndex, load_instances
-from visprune.data.samples import (
+from visprune.instrument import prompts
+from visprune.datasets.coco import COCO_IMAGES_WHERE, CocoIndex, load_instances
+from visprune.datasets.samples import (
     Sample,
     check_images_exist,
     read_json_lines,
     require_dir,
     require_field,
     require_file,
+    write_atomically,
 )
 
 STRATEGIES = ("random", "popular", "adversarial")
@@ -54,7 +55,7 @@ N_POSITIVE = 3
 POPE_WHERE = (
     "The official files (coco_pope_random.json, coco_pope_popular.json, "
     "coco_pope_adversarial.json) are in the POPE GitHub repository (RUCAIBox/POPE), folder "
-    "output/coco; toy-world files are written by `python -m visprune.data toyworld` "
+    "output/coco; toy-world files are written by `python -m visprune.toyworld` "
     "(data/toyworld/pope/)."
 )
 # POPE's question at the start of a text; group 1 is the object's name (built from TEMPLATE).
@@ -169,19 +170,10 @@ def pope_lines(questions: list[dict]) -> str:
 def write_pope(questions: list[dict], path: str | os.PathLike) -> Path:
     """Write questions as an official-format POPE file (JSON lines), atomically.
 
-    The file appears complete or not at all (a temporary file beside it, then a rename); an
-    ``OSError`` such as a full disk names the path.
+    The file appears complete or not at all (:func:`~visprune.datasets.samples.write_atomically`);
+    an ``OSError`` such as a full disk names the path.
     """
-    from visprune.data.toyworld import write_atomically
-
     return write_atomically(path, pope_lines(questions))
-
-
-def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename."""
-    from visprune.data.toyworld import write_atomically
-
-    return write_atomically(path, text)
 
 
 def _strategy_from_name(path: Path) -> str | None:
@@ -205,7 +197,7 @@ def read_pope(
       sample's meta gets ``n_objects``, ``n_categories``, ``scene`` and ``coco_image_id``.
 
     Each sample: ``sample_id`` = the question_id, ``image_id`` = the image file name,
-    ``prompt`` = :func:`visprune.prompts.pope_question` (text), ``answers`` = ("yes", "no"),
+    ``prompt`` = :func:`visprune.instrument.prompts.pope_question` (text), ``answers`` = ("yes", "no"),
     ``label`` = 0 for yes and 1 for no; meta has dataset, task, split, question_id, image,
     category (the object asked about) and the question text.
     """

@@ -1,7 +1,7 @@
 """The run cache on disk: content fingerprints, chunk files, locks and atomic writes.
 
 DESIGN.md section 4 ("per-sample records, cached on disk, resumable"). The evaluation engine
-(``visprune.evaluation``) decides *what* a run computes; this module decides how its results are
+(``visprune.engine``) decides *what* a run computes; this module decides how its results are
 identified and stored so that nothing computed is lost or served stale:
 
 - **Identity by content.** A file's identity is the SHA-256 of its bytes. Hashing a 14 GB

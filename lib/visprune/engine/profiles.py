@@ -38,16 +38,6 @@ def repo_root() -> Path:
     return _paths.repo_root() or Path.cwd()
 
 
-#: The data each data set reads, as (profile field, what it is, command-line option, environment
-#: variable): a run asks only for the paths its data set needs.
-DATASET_NEEDS = {
-    "pope": (("pope_dir", "the POPE question folder", "--pope", "VISPRUNE_POPE"),
-             ("coco_images", "the COCO val2014 image folder", "--coco-images", "VISPRUNE_COCO_IMAGES")),
-    "scienceqa": (("scienceqa_root", "the ScienceQA folder", "--scienceqa", "VISPRUNE_SCIENCEQA"),),
-    "chair": (("coco_annotations", "the COCO annotations folder", "--coco-annotations", "VISPRUNE_COCO_ANNOTATIONS"),
-              ("coco_images", "the COCO val2014 image folder", "--coco-images", "VISPRUNE_COCO_IMAGES")),
-}
-
 #: CHAIR protocol on a real profile (DESIGN.md section 6): 500 seeded images, up to 512 new tokens.
 REAL_CHAIR_IMAGES = 500
 REAL_CAPTION_TOKENS = 512
@@ -59,8 +49,8 @@ TOY_CAPTION_TOKENS = 64
 class Profile:
     """Every path a run needs. Build one with :func:`resolve_profile`.
 
-    Data paths may be None on a real profile when they were not given; :meth:`require` names
-    the missing one when a data set needs it. ``chair_images`` (None = every caption image) and
+    Data paths may be None on a real profile when they were not given;
+    ``visprune.engine.datasets.require`` names the missing one when a data set needs it. ``chair_images`` (None = every caption image) and
     ``caption_tokens`` are the profile's CHAIR protocol defaults (overridable per run).
     """
 
@@ -98,16 +88,6 @@ class Profile:
     def coco_captions(self) -> Path | None:
         return None if self.coco_annotations is None else Path(self.coco_annotations) / self.captions_name
 
-    def require(self, dataset: str) -> None:
-        """Raise ValueError naming the first path that ``dataset`` needs and this profile lacks."""
-        family = "pope" if dataset.startswith("pope") else dataset
-        for attr, what, option, env in DATASET_NEEDS.get(family, ()):
-            if getattr(self, attr) is None:
-                raise ValueError(
-                    f"profile {self.name!r}: data set {dataset!r} needs {what}: pass {option} "
-                    f"(Python: {attr.replace('_root', '').replace('_dir', '')}=...) or set {env}"
-                )
-
     def describe(self) -> dict:
         """The profile as plain strings (recorded with every run)."""
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -133,7 +113,7 @@ def resolve_profile(
 
     ``toy`` accepts ``model`` (another checkpoint on the toy world), ``world`` and ``results``
     overrides; ``llava-1.5-7b`` needs the model (argument or ``VISPRUNE_MODEL``) and, per data
-    set, only the paths that data set reads (:data:`DATASET_NEEDS`).
+    set, only the paths that data set reads (``DatasetSpec.needs``).
     """
     data = _paths.data_root()
     results_dir = Path(results or os.environ.get("VISPRUNE_RESULTS") or data / "results")

@@ -19,8 +19,8 @@ from typing import Mapping
 
 import numpy as np
 
-from visprune import prompts
-from visprune.data.samples import (
+from visprune.instrument import prompts
+from visprune.datasets.samples import (
     Sample,
     check_images_exist,
     read_json,
@@ -32,12 +32,12 @@ from visprune.data.samples import (
 COCO_WHERE = (
     "The official COCO 2014 annotations (instances_val2014.json, captions_val2014.json) are in "
     "annotations_trainval2014.zip from cocodataset.org; for the toy world run "
-    "`python -m visprune.data toyworld`."
+    "`python -m visprune.toyworld`."
 )
 COCO_IMAGES_WHERE = (
     "It should hold the images named in the annotations' file_name fields (COCO val2014: "
     "val2014.zip from cocodataset.org; toy world: images/{split} written by "
-    "`python -m visprune.data toyworld`)."
+    "`python -m visprune.toyworld`)."
 )
 
 

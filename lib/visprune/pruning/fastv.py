@@ -40,6 +40,8 @@ import numbers
 import torch
 from torch import nn
 
+from visprune.pruning.registry import register
+
 #: FastV's default layer L (the released code's K = 2: drop from the third layer on).
 DEFAULT_LAYER = 2
 #: Which layer's attention ranks the visual tokens: "previous" (layer L-1, the released code) or "same" (layer L).
@@ -52,6 +54,35 @@ DEFAULT_RANKING = "previous"
 TIE_RTOL = 64 * torch.finfo(torch.float32).eps
 
 
+def _fastv_label(params: dict) -> str:
+    """``FastV``, with the layer and ranking when they are not the defaults."""
+    notes = [] if int(params.get("layer", DEFAULT_LAYER)) == DEFAULT_LAYER else [f"layer {int(params['layer'])}"]
+    if params.get("ranking", DEFAULT_RANKING) != DEFAULT_RANKING:
+        notes.append(f"{params['ranking']}-layer ranking")
+    return f"FastV ({', '.join(notes)})" if notes else "FastV"
+
+
+class FastVPruner:
+    """FastV for one prompt batch (the :class:`~visprune.pruning.registry.LayerPruner`
+    the language-model loop consults): rank before layer ``ranking_layer(params)``, drop before
+    layer L."""
+
+    def __init__(self, params: dict, k: int) -> None:
+        self.params = params
+        self.k = k
+        self.rank_at = ranking_layer(params)
+        self.drop_at = params["layer"]
+        self.keep: torch.Tensor | None = None
+
+    def before_layer(self, i: int, layer: nn.Module, state: dict) -> torch.Tensor | None:
+        if i == self.rank_at:  # layer L-1 ("previous") or L ("same"), on all N visual tokens
+            attention = last_token_attention(layer, state["hidden"], state["rope"], state["valid"], state["query_row"])
+            self.keep = top_visual_tokens(attention, state["image_start"], state["num_visual"], self.k)
+        return self.keep if i == self.drop_at else None
+
+
+@register("fastv", stage="in-llm", label="FastV", color="#d62728", inputs=("n_layers",),
+          pruner=FastVPruner, describe=_fastv_label)
 def fastv_params(*, layer: int = DEFAULT_LAYER, ranking: str = DEFAULT_RANKING, n_layers: int | None = None) -> dict:
     """FastV's parameters, validated and completed with their defaults (ALGORITHMS.md, "FastV").
 

@@ -4,7 +4,7 @@ Each ``draw_*`` function draws one object into its box ``(x0, y0, x1, y1)`` (int
 corners, inclusive) on a ``PIL.ImageDraw`` canvas, filled with the given RGB colour. The shapes
 are distinct at the toy world's scale (objects 12 to 46 px on a 96 px image) and carry a few
 details (handles, wheels, windows, stems) so that a small vision tower has something to learn.
-Used by :mod:`visprune.data.toyworld`.
+Used by :mod:`visprune.toyworld.categories` (DESIGN.md section 3).
 """
 
 from __future__ import annotations

@@ -1,140 +1,22 @@
-"""ScienceQA: reading the official release (IMG subset), and toy-world problems in its schema.
+"""ScienceQA-style problems about toy images, written in ScienceQA's schema (DESIGN.md section 6).
 
-DESIGN.md section 6. The official release has, in one folder:
-
-- ``problems.json``: ``{pid: {"question", "choices", "answer" (index), "hint", "image" (file
-  name or null), "task", "grade", "subject", "topic", "category", "skill", "lecture",
-  "solution", "split"}}``;
-- ``pid_splits.json``: ``{"train": [pid, ...], "val": [...], "test": [...], "minival": [...], ...}``;
-- images at ``{split}/{pid}/image.png`` (beside the JSON files, or under ``images/``).
-
-ScienceQA-IMG is the problems of a split that have an image (2,017 in the real test split).
-:func:`read_scienceqa` yields them as samples with LLaVA-1.5's prompt
-(:func:`visprune.prompts.scienceqa_question`); :func:`toy_problems` writes toy-world problems
-(counting, colour, position, presence; 2 to 5 options; hints on some; a few without image)
-in the same schema.
+:func:`toy_problems` makes, per image, problems of the question types the image allows
+(counting, colour, position, presence; 2 to 5 options; hints on some), each answer following
+from the annotations, plus a few problems without an image (which object belongs in which
+scene), so that the IMG filter of :func:`visprune.datasets.read_scienceqa` has something to
+drop. Every problem has the real schema plus a ``toy_meta`` field.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from visprune import prompts
-from visprune.data.coco import CocoIndex
-from visprune.data.samples import (
-    Sample,
-    check_images_exist,
-    read_json,
-    require_dir,
-    require_field,
-    require_file,
-)
-
-SQA_WHERE = (
-    "The official files come from the ScienceQA release (GitHub lupantech/ScienceQA: "
-    "problems.json and pid_splits.json in data/scienceqa, images from its download script, "
-    "unpacked as {split}/{pid}/image.png); toy-world files are written by "
-    "`python -m visprune.data toyworld` (data/toyworld/scienceqa/)."
-)
-
-
-def _image_root(root: Path, image_root: str | os.PathLike | None) -> Path:
-    if image_root is not None:
-        return require_dir(image_root, "ScienceQA image folder ({split}/{pid}/image.png)", SQA_WHERE)
-    return root / "images" if (root / "images").is_dir() else root
-
-
-def read_scienceqa(
-    root: str | os.PathLike,
-    split: str = "test",
-    img_only: bool = True,
-    *,
-    image_root: str | os.PathLike | None = None,
-    check_images: bool = True,
-) -> list[Sample]:
-    """The problems of ``split`` (in ``pid_splits.json`` order) as samples.
-
-    ``img_only`` (default) keeps only problems with an image: ScienceQA-IMG. Images are looked
-    up at ``{image_root}/{problem's split}/{pid}/{image}``; ``image_root`` defaults to
-    ``root/images`` if that folder exists, else ``root``. With ``img_only=False`` the problems
-    without an image are included with ``image_path=None`` (``load_image`` then raises).
-
-    Each sample: ``sample_id`` = ``image_id`` = pid, ``prompt`` =
-    :func:`visprune.prompts.scienceqa_question` (question, choices, hint), ``answers`` = the
-    option letters, ``label`` = the answer index; meta has dataset, task, split, pid,
-    n_choices, grade, subject, topic, category, skill, has_hint, has_image, and for toy-world
-    problems the extras of their ``toy_meta`` field (scene, n_objects, question_type, ...).
-    """
-    root = require_dir(root, "ScienceQA folder (problems.json, pid_splits.json, {split}/{pid}/image.png)", SQA_WHERE)
-    problems_path = require_file(root / "problems.json", "ScienceQA problems file (problems.json)", SQA_WHERE)
-    splits_path = require_file(root / "pid_splits.json", "ScienceQA split file (pid_splits.json)", SQA_WHERE)
-    problems = read_json(problems_path)
-    pid_splits = read_json(splits_path)
-    if not isinstance(problems, Mapping):
-        raise ValueError(f"{problems_path}: expected a JSON object {{pid: problem}}, got {type(problems).__name__}")
-    if not isinstance(pid_splits, Mapping):
-        raise ValueError(f"{splits_path}: expected a JSON object {{split: [pid, ...]}}, got {type(pid_splits).__name__}")
-    if split not in pid_splits:
-        raise ValueError(f"split: {split!r} is not in {splits_path}; it has {sorted(pid_splits)}")
-    if not isinstance(pid_splits[split], list):
-        raise ValueError(f"{splits_path}: split {split!r} should be a list of pids, got {type(pid_splits[split]).__name__}")
-    images = _image_root(root, image_root)
-
-    samples: list[Sample] = []
-    for pid in pid_splits[split]:
-        pid = str(pid)
-        if pid not in problems:
-            raise ValueError(f"{splits_path}: pid {pid!r} of split {split!r} is not in {problems_path}")
-        prob = problems[pid]
-        where = f"{problems_path}, problem {pid!r}"
-        if not isinstance(prob, Mapping):
-            raise ValueError(f"{where}: expected a JSON object, got {type(prob).__name__}")
-        question = require_field(prob, "question", where, str)
-        choices = require_field(prob, "choices", where, list)
-        answer = require_field(prob, "answer", where, int)
-        image = prob.get("image")
-        hint = prob.get("hint") or ""
-        if not isinstance(hint, str):
-            raise ValueError(f"{where}: field 'hint' should be str or null, got {type(hint).__name__}")
-        if image is not None and not isinstance(image, str):
-            raise ValueError(f"{where}: field 'image' should be a file name or null, got {image!r}")
-        if not 2 <= len(choices) <= len(prompts.OPTION_LETTERS) or not all(isinstance(c, str) for c in choices):
-            raise ValueError(f"{where}: field 'choices' should be 2 to {len(prompts.OPTION_LETTERS)} strings, got {choices!r}")
-        if not 0 <= answer < len(choices):
-            raise ValueError(f"{where}: field 'answer' = {answer} is out of range for {len(choices)} choices")
-        if img_only and image is None:
-            continue
-        problem_split = prob.get("split") or split
-        meta = {
-            "dataset": "scienceqa", "task": "scienceqa", "split": split, "pid": pid,
-            "n_choices": len(choices), "has_hint": bool(hint.strip()), "has_image": image is not None,
-        }
-        for key in ("grade", "subject", "topic", "category", "skill"):
-            meta[key] = prob.get(key)
-        extra = prob.get("toy_meta")
-        if isinstance(extra, Mapping):
-            for key, value in extra.items():
-                meta.setdefault(key, value)
-        samples.append(Sample(
-            sample_id=pid,
-            image_id=pid,
-            image_path=(images / problem_split / pid / image) if image is not None else None,  # type: ignore[arg-type]
-            prompt=prompts.scienceqa_question(question, choices, hint),
-            answers=prompts.option_letters(len(choices)),
-            label=answer,
-            meta=meta,
-        ))
-    if check_images:
-        with_image = [s for s in samples if s.image_path is not None]
-        check_images_exist(with_image, f"ScienceQA images of split {split!r}", f"Looked under {images}. {SQA_WHERE}")
-    return samples
-
-
-# --------------------------------------------------------------------------- toy problems
+from visprune.datasets.coco import CocoIndex
+from visprune.toyworld.categories import CATEGORIES, CATEGORY_BY_NAME, SCENE_PHRASES, SCENES
+from visprune.toyworld.glyphs import COLOURS
+from visprune.toyworld.language import article, number_word, plural
 
 GRADES = {"counting": "grade1", "colour": "grade1", "presence": "grade1", "position": "grade2", "scene": "grade2"}
 CATEGORY = {
@@ -179,18 +61,14 @@ def _n_options(rng, most: int) -> int:
 
 def _absent_by_scene(rng, scene: str | None, present: set[str], k: int) -> list[str]:
     """``k`` absent category names, favouring the scene's own categories (plausible distractors)."""
-    from visprune.data import toyworld
-
-    names = [c.name for c in toyworld.CATEGORIES if c.name not in present]
-    profile = toyworld.SCENES.get(scene or "", {})
+    names = [c.name for c in CATEGORIES if c.name not in present]
+    profile = SCENES.get(scene or "", {})
     weights = np.array([profile.get(n, 0.0) + 0.5 for n in names])
     pick = rng.choice(len(names), size=k, replace=False, p=weights / weights.sum())
     return [names[i] for i in pick]
 
 
 def _counting(rng, objs, scene, hint_on):
-    from visprune.data.toyworld import number_word, plural
-
     counts: dict[str, int] = {}
     for o in objs:
         counts[o["name"]] = counts.get(o["name"], 0) + 1
@@ -216,8 +94,6 @@ def _counting(rng, objs, scene, hint_on):
 
 
 def _colour(rng, objs, scene, hint_on):
-    from visprune.data.toyworld import CATEGORY_BY_NAME, COLOURS
-
     counts: dict[str, int] = {}
     for o in objs:
         counts[o["name"]] = counts.get(o["name"], 0) + 1
@@ -292,28 +168,26 @@ def _presence(rng, objs, scene, hint_on):
         choices, answer = _shuffled(rng, correct, _absent_by_scene(rng, scene, set(present), k - 1))
         solution = f"The {correct} is in the picture; the other objects are not."
         question = "Which of these objects is in the picture?"
-    hint = f"The picture shows {'an' if (scene or 'x')[0] in 'aeiou' else 'a'} {scene} scene." if hint_on and scene else ""
+    hint = f"The picture shows {article(scene)} {scene} scene." if hint_on and scene else ""
     return question, choices, answer, hint, solution
 
 
 def _scene_problem(rng, split):
     """A problem without an image: which object belongs in a scene (world knowledge)."""
-    from visprune.data import toyworld
-
-    scene = str(rng.choice(list(toyworld.SCENES)))
-    profile = toyworld.SCENES[scene]
+    scene = str(rng.choice(list(SCENES)))
+    profile = SCENES[scene]
     top = sorted(profile, key=lambda n: -profile[n])[:4]
     correct = top[int(rng.integers(len(top)))]
-    outsiders = [c.name for c in toyworld.CATEGORIES if c.name not in profile]
+    outsiders = [c.name for c in CATEGORIES if c.name not in profile]
     k = _n_options(rng, 5)
     distractors = [outsiders[int(i)] for i in rng.permutation(len(outsiders))[: k - 1]]
     choices, answer = _shuffled(rng, correct, distractors)
-    prep, noun = toyworld.SCENE_PHRASES[scene][0]
+    prep, noun = SCENE_PHRASES[scene][0]
     place = f"{prep} {noun}"
     hint = "Think about where these objects are usually found." if rng.random() < 0.3 else ""
     return _problem(
         f"Which of these objects would you most likely find {place}?", choices, answer, hint, None,
-        "scene", f"{toyworld.article(correct).capitalize()} {correct} is often found {place}.", split,
+        "scene", f"{article(correct).capitalize()} {correct} is often found {place}.", split,
         {"source_image_id": None, "file_name": None, "scene": scene, "n_objects": None, "question_type": "scene"},
     )
 

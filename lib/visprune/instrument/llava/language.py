@@ -1,0 +1,248 @@
+"""The language side of the wrapper: prompts with K visual tokens, and the decoder loop that
+in-LLM methods prune inside (DESIGN.md section 4)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from visprune.instrument.llava._checks import _as_str_list, _image_rows, _to_bias
+from visprune.instrument.llava.outputs import LMInputs, Selection, VisionOutput
+from visprune.pruning import spec as method_spec
+from visprune.pruning.fastv import kept_sequence_index
+
+
+class LanguageMixin:
+    """Part of :class:`~visprune.instrument.llava.PrunedLlava` (see its docstring)."""
+
+    # ---------------------------------------------------------------- building inputs
+
+    def visual_embeddings(
+        self, vision: VisionOutput, keep: torch.Tensor | None = None, image_index: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        """Projected visual tokens: (P, K, d_text) for ``keep`` (B, K), or all N when ``keep`` is None.
+
+        Only the kept features are projected (the projector is per token). ``image_index[i]``
+        is the image row prompt i uses (default: row i).
+        """
+        features = vision.features  # (B, N, d_v)
+        if keep is not None:
+            features = features.gather(1, keep[..., None].expand(-1, -1, features.shape[-1]))  # (B, K, d_v)
+        tokens = self.model.model.multi_modal_projector(features)  # (B, K, d_text)
+        if image_index is None:
+            return tokens
+        return tokens[torch.as_tensor(image_index, dtype=torch.long, device=tokens.device)]
+
+    def prompt_token_ids(self, question: str) -> list[int]:
+        """Token ids of ``build_prompt(question)`` with one ``image_token_id`` where the image goes.
+
+        As LLaVA's ``tokenizer_image_token(prompt, tokenizer)``: the prompt is split on the image
+        token; each chunk is tokenised on its own with the tokenizer's special tokens (so a Llama
+        tokenizer gives each chunk its BOS and its own leading "\u2581", e.g. ``"\\n..."`` after
+        the image becomes "\u2581", "<0x0A>", ... as in LLaVA-1.5's training); the first chunk's
+        BOS is kept, the later chunks' BOS dropped, and the image id put between the chunks.
+        (Tokenising the whole prompt with ``<image>`` as an added token differs for a
+        non-legacy Llama tokenizer: no "\u2581" after the image.)
+        """
+        prompt = self.build_prompt(question)
+        chunks = [self.tokenizer(c)["input_ids"] for c in prompt.split(self.image_token)]
+        if len(chunks) != 2:
+            raise ValueError(
+                f"prompt_format: the prompt must hold the image token once, got {len(chunks) - 1}: {prompt!r}"
+            )
+        bos = self.tokenizer.bos_token_id
+        offset = 1 if chunks[0] and bos is not None and chunks[0][0] == bos else 0
+        ids = list(chunks[0])
+        for chunk in chunks[1:]:
+            if offset and chunk[:1] != [bos]:
+                raise ValueError(f"questions: a prompt chunk did not tokenise with a leading BOS: {question!r}")
+            ids += [self.image_token_id] + list(chunk[offset:])
+        if ids.count(self.image_token_id) != 1:
+            raise ValueError(
+                f"questions: the prompt must tokenise to exactly one image token, got "
+                f"{ids.count(self.image_token_id)}: {question!r}"
+            )
+        return ids
+
+    def build_inputs(self, questions: Sequence[str], visual_tokens: torch.Tensor) -> LMInputs:
+        """Tokenise the prompts and put ``visual_tokens`` (P, M, d_text) in their image slot.
+
+        Each prompt is ``build_prompt(question)`` tokenised as LLaVA's ``tokenizer_image_token``
+        does (``llava/mm_utils.py``, :meth:`prompt_token_ids`): split on the image token, each
+        chunk tokenised on its own, one BOS kept; the image's place becomes M consecutive
+        embedding slots. Prompts are left-padded to a common length.
+        """
+        questions = _as_str_list(questions, "questions")
+        if visual_tokens.dim() != 3 or visual_tokens.shape[0] != len(questions):
+            raise ValueError(
+                f"visual_tokens: expected shape ({len(questions)}, M, d), got {tuple(visual_tokens.shape)}"
+            )
+        m = visual_tokens.shape[1]
+        pieces = []  # (ids before the image, ids after it) per prompt
+        for q in questions:
+            ids = self.prompt_token_ids(q)
+            slot = ids.index(self.image_token_id)
+            pieces.append((ids[:slot], ids[slot + 1 :]))
+        lengths = [len(a) + m + len(b) for a, b in pieces]
+        seq_len = max(lengths)
+
+        p = len(questions)
+        input_ids = torch.full((p, seq_len), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((p, seq_len), dtype=torch.long)
+        image_start = torch.zeros(p, dtype=torch.long)
+        for i, ((before, after), length) in enumerate(zip(pieces, lengths)):
+            start = seq_len - length  # left padding
+            row = before + [self.image_token_id] * m + after
+            input_ids[i, start:] = torch.tensor(row, dtype=torch.long)
+            attention_mask[i, start:] = 1
+            image_start[i] = start + len(before)
+        input_ids = input_ids.to(self.device)
+        attention_mask = attention_mask.to(self.device)
+        image_start = image_start.to(self.device)
+
+        is_visual = torch.zeros_like(attention_mask, dtype=torch.bool)  # (P, T)
+        slot = image_start[:, None] + torch.arange(m, device=self.device)  # (P, M)
+        is_visual.scatter_(1, slot, True)
+        text_ids = input_ids.masked_fill(is_visual, self.pad_token_id)
+        embeds = self._decoder.embed_tokens(text_ids)  # (P, T, d)
+        visual = visual_tokens.to(device=embeds.device, dtype=embeds.dtype)
+        embeds = embeds.masked_scatter(is_visual[..., None], visual)  # row-major: slot j of row i <- visual[i, j]
+        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp_min(0)
+        return LMInputs(embeds, attention_mask, position_ids, input_ids, image_start, m)
+
+    def _prepare(
+        self, questions: Sequence[str], vision: Any, selection: Any, image_index: Sequence[int] | None
+    ) -> tuple[LMInputs, Selection, torch.Tensor]:
+        """Vision -> selection -> projected tokens -> LM inputs; returns (inputs, selection, image rows)."""
+        questions = _as_str_list(questions, "questions")
+        vision = self._as_vision(vision)
+        selection = self._as_selection(selection, vision)
+        rows = _image_rows(image_index, len(questions), len(vision), self.device)
+        keep = selection.keep  # None for an in-LLM method: all N tokens enter
+        tokens = self.visual_embeddings(vision, keep, rows)  # (P, K or N, d_text)
+        return self.build_inputs(questions, tokens), selection, rows
+
+    # ---------------------------------------------------------------- the language model
+
+    def _causal_bias(self, valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """(P, 1, T, T) additive bias: 0 where query i may see key j (j <= i, j real), else dtype's min.
+
+        A padding query may see itself, so no row is fully masked (its output is never used).
+        """
+        t = valid.shape[1]
+        causal = torch.ones(t, t, dtype=torch.bool, device=valid.device).tril()
+        allowed = (causal[None] & valid[:, None, :]) | torch.eye(t, dtype=torch.bool, device=valid.device)[None]
+        return _to_bias(allowed[:, None], dtype)
+
+    def _run_prompt(
+        self,
+        inputs: LMInputs,
+        in_llm: Selection | None = None,
+        cache: Any = None,
+        select_row: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor], torch.Tensor]:
+        """Run every decoder layer over a prompt batch, letting an in-LLM method drop visual tokens.
+
+        ``in_llm``: a selection of an in-LLM method (``keep`` None; FastV, ALGORITHMS.md
+        "FastV"). Its spec's ``pruner(params, k)`` is consulted before each layer i with the
+        layer's input (``hidden``, ``rope``, ``valid``, ``image_start``, ``num_visual``,
+        ``query_row``: the last prompt token's position, or ``select_row`` when given, both in
+        the current, possibly shortened, sequence); when it returns kept visual-token indices,
+        the other visual tokens are dropped from layer i on, and the kept ones keep their
+        original position ids. Returns (hidden (P, T', d) before the final norm, the kept
+        visual tokens (P, K) as indices 0..N-1 or None, per-layer key validity (P, T_l) bool for
+        decoding, position ids (P, T') of the output).
+        """
+        lm = self._decoder
+        hidden = inputs.inputs_embeds
+        valid = inputs.attention_mask.bool()
+        positions = inputs.position_ids
+        bias = self._causal_bias(valid, hidden.dtype)
+        rope = lm.rotary_emb(hidden, position_ids=positions)  # (cos, sin), each (P, T, head_dim)
+        keep = pruner = None
+        num_visual = inputs.num_visual
+        if in_llm is not None:
+            pruner = method_spec(in_llm.method).pruner(in_llm.params, in_llm.k)
+            keep = torch.arange(num_visual, device=hidden.device).expand(hidden.shape[0], num_visual)
+        layer_valid: list[torch.Tensor] = []
+        for i, layer in enumerate(lm.layers):
+            if pruner is not None:
+                dropped = inputs.num_visual - num_visual
+                row = hidden.shape[1] - 1 if select_row is None else select_row - dropped
+                state = {"hidden": hidden, "rope": rope, "valid": valid, "image_start": inputs.image_start,
+                         "num_visual": num_visual, "query_row": row}
+                kept_now = pruner.before_layer(i, layer, state)
+                if kept_now is not None:  # layers i and above see only the kept visual tokens
+                    index = kept_sequence_index(hidden.shape[1], inputs.image_start, num_visual, kept_now)
+                    hidden = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))  # (P, T', d)
+                    positions = positions.gather(1, index)  # original position ids of the kept tokens
+                    valid = valid.gather(1, index)
+                    bias = self._causal_bias(valid, hidden.dtype)
+                    rope = lm.rotary_emb(hidden, position_ids=positions)
+                    keep = keep.gather(1, kept_now.to(keep.device))
+                    num_visual = kept_now.shape[1]
+            layer_valid.append(valid)
+            hidden = layer(
+                hidden,
+                attention_mask=bias,
+                position_ids=positions,
+                position_embeddings=rope,
+                cache=cache,
+                use_cache=cache is not None,
+            )
+        return hidden, keep, layer_valid, positions
+
+    def _decode_step(
+        self, tokens: torch.Tensor, positions: torch.Tensor, cache: Any, layer_valid: list[torch.Tensor]
+    ) -> torch.Tensor:
+        """One cached step: ``tokens`` (P,) at ``positions`` (P,); updates ``layer_valid`` in place.
+
+        Returns the final-norm hidden state (P, d) of the new token.
+        """
+        lm = self._decoder
+        hidden = lm.embed_tokens(tokens[:, None])  # (P, 1, d)
+        pos = positions[:, None]
+        rope = lm.rotary_emb(hidden, position_ids=pos)
+        grown: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # layers sharing a validity tensor share its update
+        for i, layer in enumerate(lm.layers):
+            key = id(layer_valid[i])
+            if key not in grown:
+                new_valid = torch.cat([layer_valid[i], torch.ones_like(layer_valid[i][:, :1])], dim=1)  # (P, S + 1)
+                grown[key] = (new_valid, _to_bias(new_valid[:, None, None, :], hidden.dtype))  # (P, 1, 1, S + 1)
+            layer_valid[i], bias = grown[key]
+            hidden = layer(
+                hidden, attention_mask=bias, position_ids=pos, position_embeddings=rope, cache=cache, use_cache=True
+            )
+        return lm.norm(hidden[:, -1])
+
+    def lm_logits(self, inputs: LMInputs, selection: Selection | None = None) -> torch.Tensor:
+        """Logits (P, T', V) at every position of ``inputs`` (autograd kept; for training and checks).
+
+        With a FastV ``selection``, T' = T - N + K (the dropped visual positions are gone).
+        """
+        in_llm = selection if selection is not None and selection.keep is None else None
+        hidden, _, _, _ = self._run_prompt(inputs, in_llm)
+        return self.model.lm_head(self._decoder.norm(hidden))
+
+    @torch.inference_mode()
+    def first_token_logits(
+        self,
+        questions: Sequence[str],
+        vision: Any,
+        selection: Selection | torch.Tensor | None = None,
+        image_index: Sequence[int] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next-token logits after each prompt: ((P, V) float32, keep (P, K) long), both on CPU.
+
+        ``vision``: a VisionOutput (or images, encoded here); ``selection``: from
+        ``select_tokens``, a (B, K) keep tensor, or None (all tokens); ``image_index[i]``: the
+        image row prompt i uses (default i).
+        """
+        inputs, selection, rows = self._prepare(questions, vision, selection, image_index)
+        in_llm = selection if selection.keep is None else None
+        hidden, in_llm_keep, _, _ = self._run_prompt(inputs, in_llm)
+        logits = self.model.lm_head(self._decoder.norm(hidden[:, -1])).float()  # (P, V)
+        keep = in_llm_keep if in_llm is not None else selection.keep[rows]
+        return logits.cpu(), keep.cpu()
+

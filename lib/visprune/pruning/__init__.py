@@ -1,0 +1,37 @@
+"""Pruning methods, one module per method, and the registry that declares them
+(ALGORITHMS.md, "Pruning methods"; DESIGN.md section 8).
+
+    >>> import torch
+    >>> from visprune.pruning import select, spec
+    >>> feats, sal = torch.randn(2, 576, 1024), torch.rand(2, 576)
+    >>> select("scope", feats, sal, 64, alpha=0.5).shape   # LongTensor (2, 64), ascending rows
+    torch.Size([2, 64])
+    >>> spec("divprune").label, spec("fastv").stage
+    ('DivPrune', 'in-llm')
+
+Built in: ``random``, ``saliency``, ``scope``, ``divprune``, ``adaptive`` (before the language
+model) and ``fastv`` (inside it); ``none`` keeps every token. See :mod:`.registry` for adding one.
+"""
+
+from visprune.pruning._numerics import ROUNDING_C, cosine_similarity_matrix, rounding_delta
+from visprune.pruning.registry import (
+    ENGINE_INPUTS, FEATURE_SPACES, METHODS, STAGES, LayerPruner, MethodSpec, available_methods, pre_llm_methods,
+    register, select, spec, unregister,
+)
+
+# The built-in methods register themselves on import, in this order (the order of tables and legends).
+from visprune.pruning import random, saliency, scope, divprune, adaptive, fastv  # noqa: E402,F401,I001
+from visprune.pruning.adaptive import (  # noqa: E402
+    ADAPTIVE_DEFAULT_C, ADAPTIVE_DEFAULT_TAU_MAX, adaptive_select, adaptive_threshold,
+)
+from visprune.pruning.divprune import divprune_select  # noqa: E402
+from visprune.pruning.random import random_select  # noqa: E402
+from visprune.pruning.saliency import saliency_select  # noqa: E402
+from visprune.pruning.scope import scope_select  # noqa: E402
+
+__all__ = [
+    "ADAPTIVE_DEFAULT_C", "ADAPTIVE_DEFAULT_TAU_MAX", "ENGINE_INPUTS", "FEATURE_SPACES", "METHODS", "ROUNDING_C",
+    "STAGES", "LayerPruner", "MethodSpec", "adaptive_select", "adaptive_threshold", "available_methods",
+    "cosine_similarity_matrix", "divprune_select", "pre_llm_methods", "random_select", "register", "rounding_delta",
+    "saliency_select", "scope_select", "select", "spec", "unregister",
+]
