@@ -235,7 +235,7 @@ def main(argv=None) -> int:
                 cases.append(("pre-LLM", k, None, lambda k=k: wrapper(pruned[k]), prefill_flops(config, N_TEXT + k)))
             for layer in args.layers:
                 for k in BUDGETS:
-                    selection = Selection("fastv", k, None, layer, {"layer": layer})
+                    selection = Selection("fastv", k, None, {"layer": layer})
                     cases.append(("fastv", k, layer, lambda s=selection: wrapper(full, s), fastv_flops(config, k, layer)))
             times = interleaved_ms([case[3] for case in cases], device, repeats, args.warmup, args.clock)
             unpruned_ms = times[0]

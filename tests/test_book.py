@@ -147,7 +147,6 @@ def test_check_parameter_types():
 def test_every_chapter_parameter_has_a_rule_and_its_default_passes():
     """A new chapter parameter cannot slip through: it needs a rule in visprune.chapters."""
     from visprune import chapters
-    from visprune.pruning import pre_llm_methods
 
     notebooks = book.chapter_notebooks(ROOT)
     assert notebooks
@@ -164,6 +163,7 @@ def test_rules_follow_the_engine_and_the_definitions():
     from visprune import chapters
     from visprune import engine as evaluation
     from visprune.engine import profiles
+    from visprune.pruning import pre_llm_methods
 
     rules = chapters.PARAMETER_RULES
     assert rules["profile"].choices() == profiles.PROFILES

@@ -53,9 +53,19 @@ def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
     return _imports_in(path.read_text(), me, package, modules)
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
 def _imports_in(source: str, me: str, package: str, modules: dict[str, Path]) -> set[str]:
     found = set()
-    for node in ast.walk(ast.parse(source)):
+    tree = ast.parse(source)
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test)
+                   for stmt in block.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:  # ``if TYPE_CHECKING:`` imports never run
+            continue
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -121,7 +131,8 @@ def test_long_modules_say_why():
 def test_the_checker_sees_function_level_and_upward_imports():
     """The checker itself, on a made-up instrument module that imports the engine inside a function."""
     modules = _modules()
-    source = "import torch\n\ndef f():\n    from visprune.engine import config\n    from visprune import pruning\n"
+    source = ("import torch\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from visprune.book import plots\n"
+              "\ndef f():\n    from visprune.engine import config\n    from visprune import pruning\n")
     found = _imports_in(source, "visprune.instrument.probe", "visprune.instrument", modules)
     assert found == {"visprune.engine.config", "visprune.pruning"}
     assert _layer("visprune.engine.config") > _layer("visprune.instrument.probe")

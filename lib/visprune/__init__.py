@@ -1,14 +1,15 @@
 """visprune: visual token pruning for LLaVA-style models, and the metrics to judge it.
 
-Modules (each named after one concept):
+Layers, in the order the data flows (DESIGN.md section 2; each imports only the ones before it):
 
-- ``visprune.metrics``     calibration, selective prediction, diversity and hallucination metrics
-- ``visprune.instrument.image_stats`` effective rank and attention entropy on batched torch tensors
-- ``visprune.pruning``     token selectors (random, saliency, SCOPE, DivPrune, adaptive)
-- ``visprune.instrument.prompts``     LLaVA-1.5 prompt formats and answer sets (DESIGN.md section 5)
-- ``visprune.instrument.llava``       a LLaVA wrapper that prunes visual tokens (and FastV)
-- ``visprune.data``        the toy world and readers for POPE, ScienceQA and COCO/CHAIR
-- ``visprune.book``        executes the chapters with papermill and renders the book
+- ``visprune._validation``, ``visprune._paths``: argument checks; where shipped and generated files live
+- ``visprune.instrument``: prompt formats, image statistics, the LLaVA wrapper (``instrument.llava``)
+- ``visprune.pruning``: the pruning methods, one module each, and their registry (``select``, ``spec``)
+- ``visprune.metrics``: calibration, selective prediction, POPE scores, image statistics, CHAIR, bootstrap
+- ``visprune.datasets``: readers of POPE, ScienceQA and COCO (CHAIR), and the ``Sample`` type
+- ``visprune.toyworld``, ``visprune.toymodel``: the toy world generator and the toy LLaVA
+- ``visprune.engine``: configurations, data-set specs, the run cache, the runner, ``python -m visprune``
+- ``visprune.book``: analysis, plots and chapter helpers; ``python -m visprune.book`` builds the book
 """
 
 __version__ = "0.1.0"

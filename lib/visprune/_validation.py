@@ -4,7 +4,7 @@
   device) and nested lists to NumPy and raises a ``ValueError`` whose message starts with the
   argument's name and says what was wrong and what to pass instead. Booleans are never class
   indices (STYLE.md, "bad input").
-- Command-line helpers (``python -m visprune.data``, ``python -m visprune.toymodel``): an
+- Command-line helpers (``python -m visprune.toyworld``, ``python -m visprune.datasets``, ``python -m visprune.toymodel``): an
   argparse parser whose errors are one line, option types that check ranges, output and input
   path checks that name the option and the path, and :func:`run_command`, which turns every
   error into one line on stderr (exit status 2; 130 for Ctrl-C; never a traceback).
@@ -183,7 +183,7 @@ def positive_int(x: Any, name: str, minimum: int = 1) -> int:
 
 # --------------------------------------------------------------------------- command lines
 #
-# ``python -m visprune.data`` and ``python -m visprune.toymodel`` share these: every bad input
+# ``python -m visprune.toyworld``, ``visprune.datasets`` and ``visprune.toymodel`` share these: every bad input
 # gives ONE line on stderr that names the option or the file, and exit status 2; Ctrl-C gives
 # one line and 130; no traceback reaches the user (STYLE.md, "bad input").
 

@@ -36,6 +36,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from visprune import _validation as v
+
 import numpy as np
 
 FOOTER_KEY = "__chunk_footer__"
@@ -86,11 +88,11 @@ def remove_stale_temporaries(folder: Path, name: str) -> None:
 def check_writable_dir(path: Path, what: str = "results folder") -> Path:
     """Make sure ``path`` is (or can become) a writable directory; raise ValueError naming it.
 
-    Called before a run starts, so a bad ``--results`` fails before any model is loaded.
+    Called before a run starts, so a bad ``--results`` fails before any model is loaded. The
+    static checks are ``visprune._validation.output_folder``'s; this creates the folder and
+    proves it writable with a probe file (permissions alone do not say so on every file system).
     """
-    path = Path(path).expanduser()
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{what}: {path} is a file, not a folder; pass a folder (or a path that does not exist yet)")
+    path = v.output_folder(Path(path).expanduser(), what)  # a file in the way, an unwritable parent
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write-test.{os.getpid()}.{uuid.uuid4().hex[:8]}"

@@ -200,9 +200,3 @@ def answer_variants(answer: str) -> list[str]:
                 forms.append(form)
     return forms
 
-
-def parse_pope_answer(text: str) -> str:
-    """LLaVA's lenient POPE parser: first sentence; "no", "No" or "not" among its words means no."""
-    first = text.split(".")[0]
-    words = re.findall(r"[A-Za-z']+", first.replace(",", " "))
-    return "no" if any(w in ("no", "No", "not") for w in words) else "yes"

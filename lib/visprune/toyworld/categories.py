@@ -98,6 +98,8 @@ SCENE_PHRASES = {
     "office": (("in", "an office"), ("on", "a desk"), ("in", "a workspace")),
     "bedroom": (("in", "a bedroom"), ("in", "a child's room"), ("in", "a cozy bedroom")),
 }
+
+
 def _check_tables() -> None:
     """Every word names exactly one category; every scene names known categories."""
     seen: dict[str, str] = {}

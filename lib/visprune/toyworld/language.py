@@ -68,7 +68,6 @@ def position_phrase(cx: float, cy: float, size: int = IMAGE_SIZE) -> str:
     return "in the middle"
 
 
-
 def reference_captions(rng: np.random.Generator, scene: str, objects: Sequence["ToyObject"]) -> list[str]:
     """:data:`N_CAPTIONS` reference captions; each names a subset of the objects, truthfully."""
     by_cat: dict[str, list[ToyObject]] = {}
