@@ -27,9 +27,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from visprune import _paths
+from visprune.datasets.pope import STRATEGIES
 
 PROFILES = ("toy", "llava-1.5-7b")
-POPE_SPLITS = ("random", "popular", "adversarial")
+POPE_SPLITS = STRATEGIES  # the POPE splits, as the POPE reader declares them
 
 
 def repo_root() -> Path:

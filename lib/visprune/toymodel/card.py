@@ -38,9 +38,10 @@ from visprune import metrics
 from visprune.instrument import prompts
 from visprune import toyworld
 from visprune.datasets import caption_samples, chair_ground_truth, read_pope, read_scienceqa
+from visprune.datasets.pope import STRATEGIES
 from visprune.toymodel import build, corpus
 
-POPE_SPLITS = ("random", "popular", "adversarial")
+POPE_SPLITS = STRATEGIES
 PRUNE_K = 16  # one ninth of 144 visual tokens (LLaVA-1.5's 64 of 576)
 TARGETS = {
     "pope_accuracy": (0.80, 0.97),  # each split, unpruned: good, not perfect

@@ -37,7 +37,7 @@ from visprune import toyworld
 from visprune.datasets import coco, pope
 from visprune.datasets.samples import load_rgb
 
-POPE_RULES = ("random", "popular", "adversarial")
+POPE_RULES = pope.STRATEGIES
 YES, NO = "Yes", "No"  # LLaVA-1.5's short answers start with a capital letter
 COLOUR_NAMES = tuple(toyworld.COLOURS)
 PATCH_COVER = 0.3  # a patch belongs to an object when the object's box covers this much of it
