@@ -146,6 +146,7 @@ def test_command_line_summary_table_and_plot(registered, assets, tmp_path, capsy
     assert set(summary["label"]) == {"Norm (test)", "Norm in LLM (test) L=1"}
     summary["budget"] = summary["k"]
     fig = plots.metric_vs_budget(summary, ("accuracy",))
-    colours = {line.get_label(): to_rgba(line.get_color()) for line in fig.axes[0].get_lines()}
+    handles, labels = fig.axes[0].get_legend_handles_labels()  # error-bar containers: [0] is the data line
+    colours = {label: to_rgba((h[0] if isinstance(h, tuple) else h).get_color()) for h, label in zip(handles, labels)}
     assert colours.get("Norm (test)") == to_rgba(PRE_COLOR)
     assert colours.get("Norm in LLM (test) L=1") == to_rgba(IN_COLOR)

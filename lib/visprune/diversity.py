@@ -31,12 +31,14 @@ recomputes the ratio of summed counts, exactly as CHAIR_I is defined, not a mean
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from visprune import metrics
+from visprune import metrics, plots
+from visprune.pruning import METHODS as METHOD_SPECS
+from visprune.pruning import spec as method_spec
 from visprune.pruning import ADAPTIVE_DEFAULT_TAU_MAX
 
 __all__ = [
@@ -84,8 +86,20 @@ def _ok(records: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------------------ run grids
 
 #: One colour per method, the same in every figure of the Study B chapters.
-METHOD_COLORS = {"none": "0.3", "saliency": "tab:orange", "divprune": "tab:blue", "scope": "tab:green",
-                 "random": "tab:gray", "adaptive": "tab:red", "fastv": "tab:purple"}
+class _RegisteredColours(Mapping):
+    """method name -> its registered colour (``visprune.pruning.spec(name).color``), read live."""
+
+    def __getitem__(self, name: str) -> str:
+        return method_spec(name).color
+
+    def __iter__(self):
+        return iter(METHOD_SPECS)
+
+    def __len__(self) -> int:
+        return len(METHOD_SPECS)
+
+
+METHOD_COLORS = _RegisteredColours()
 
 
 def run_configs(dataset: str, methods: Sequence[str], ks: Sequence[int], n_samples: int | None, *,
@@ -446,7 +460,7 @@ def plot_by_budget(ax, table: pd.DataFrame, metric: str, x: str = "budget", hue:
             err = np.vstack([y - group[f"{metric}_low"].to_numpy(dtype=float),
                              group[f"{metric}_high"].to_numpy(dtype=float) - y]).clip(min=0)
         ax.errorbar(group[x].to_numpy(dtype=float) + offset, y, yerr=err, marker="o", ms=4, capsize=3, lw=1.5,
-                    label=str(name), color=METHOD_COLORS.get(str(name)))
+                    label=str(name), color=plots.method_color(name))
     if reference is not None:
         ax.axhline(reference, ls="--", color=METHOD_COLORS["none"], lw=1, label=reference_label)
     ax.set_xticks(sorted(table[x].unique()))
@@ -471,7 +485,7 @@ def plot_paired(ax, table: pd.DataFrame, labels: Sequence[str], title: str | Non
     if color_by is not None:
         values = list(dict.fromkeys(rows[color_by]))
         cycle = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
-        palette = {v: METHOD_COLORS.get(str(v), cycle[i % len(cycle)]) for i, v in enumerate(values)}
+        palette = {v: plots.method_color(v) or cycle[i % len(cycle)] for i, v in enumerate(values)}
     for yi, (_, row) in zip(y, rows.iterrows()):
         color = palette.get(row[color_by], "k") if color_by is not None else "k"
         ax.plot([row["low"], row["high"]], [yi, yi], color=color, lw=2)

@@ -34,11 +34,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from visprune import metrics
+from visprune.pruning import METHODS as METHOD_SPECS
 
 __all__ = [
     "METRIC_NAMES",
     "PARAMETER_NAMES",
     "color_for",
+    "method_color",
     "reliability_diagrams",
     "risk_coverage_curves",
     "metric_vs_budget",
@@ -58,31 +60,34 @@ PARAMETER_NAMES = {"alpha": "saliency weight α", "gap_power": "gap power p", "b
                    "k": "visual tokens kept"}
 PARAMETER_SYMBOLS = {"alpha": "α", "gap_power": "p"}
 
-_FIXED_COLORS = {
-    "unpruned": "#000000",
-    "saliency-only": "#e6550d",
-    "FastV": "#d62728",
-    "random": "#7f7f7f",
-    "DivPrune": "#2ca02c",
-    "adaptive": "#9467bd",
-}
 _CYCLE = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["#1f77b4"])
 
 
+def method_color(name_or_label: Any) -> str | None:
+    """The registered colour of a method, found by its name ("divprune") or by a display label
+    ("DivPrune", "FastV (layer 3)", "SCOPE α=0.5"); None when no method matches. The palette is
+    the method registry's (``visprune.pruning.spec(name).color``): one colour per method in
+    every figure of the book."""
+    text = str(name_or_label)
+    if text in METHOD_SPECS:
+        return METHOD_SPECS[text].color
+    for spec in METHOD_SPECS.values():
+        if text == spec.label or text == spec.display() or text.startswith((spec.label + " ", spec.label + ",")):
+            return spec.color
+    return None
+
+
 def color_for(label: Any, position: int = 0) -> str | tuple:
-    """The colour of a series: fixed for the named methods (unpruned black, saliency-only orange,
-    FastV red, random grey, ...), shades of blue for SCOPE (darker = smaller alpha), otherwise
-    the ``position``-th colour of matplotlib's cycle."""
+    """The colour of a series: the method's registered colour (:func:`method_color`), in shades
+    of SCOPE's blue by alpha for SCOPE (darker = smaller alpha), otherwise the ``position``-th
+    colour of matplotlib's cycle."""
     text = str(label)
-    if text in _FIXED_COLORS:
-        return _FIXED_COLORS[text]
-    if text.startswith("FastV"):
-        return _FIXED_COLORS["FastV"]
     match = re.match(r"SCOPE α=([0-9.]+)", text)
     if match:
         alpha = min(max(float(match.group(1)), 0.0), 1.0)
         return plt.cm.Blues(0.95 - 0.5 * alpha)
-    return _CYCLE[position % len(_CYCLE)]
+    colour = method_color(text)
+    return colour if colour is not None else _CYCLE[position % len(_CYCLE)]
 
 
 def _metric_name(metric: str) -> str:

@@ -40,13 +40,15 @@ import numpy as np
 import pandas as pd
 
 from visprune import metrics
+from visprune.pruning import METHODS as METHOD_SPECS
+from visprune.pruning import spec as method_spec
 from visprune.instrument.prompts import POPE_ANSWERS
 
 __all__ = [
     "METRICS",
     "BINARY_METRICS",
     "DEFAULT_METRICS",
-    "PARAM_COLUMNS",
+    "param_columns",
     "answer_arrays",
     "metric_value",
     "summary_table",
@@ -69,7 +71,6 @@ BINARY_METRICS = ("precision", "recall", "f1", "yes_ratio")
 #: What Study A reports for every run.
 DEFAULT_METRICS = ("accuracy", "f1", "yes_ratio", "ece", "brier", "aurc")
 #: Method-parameter columns of a grid (``Evaluator.grid`` adds one per parameter a run sets).
-PARAM_COLUMNS = ("alpha", "gap_power", "layer", "seed", "c", "tau_max", "erank_ref", "feature_space")
 #: Lower is better for these metrics (used by :func:`direction` wording).
 LOWER_IS_BETTER = ("ece", "mce", "brier", "aurc", "eaurc")
 
@@ -313,12 +314,12 @@ def summary_table(
     for key, group in grid.groupby(by, sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         row: dict[str, Any] = dict(zip(by, key))
-        for col in ("method", "k", *PARAM_COLUMNS):
+        for col in ("method", "k", *param_columns()):
             if col in group and col not in row:
                 values = group[col].drop_duplicates()
                 if len(values) == 1:
                     row[col] = values.iloc[0]
-        row["label"] = method_label(row.get("method"), {c: row[c] for c in PARAM_COLUMNS if c in row})
+        row["label"] = method_label(row.get("method"), {c: row[c] for c in param_columns() if c in row})
         ok = group[group["status"] == "ok"]
         row["n"], row["n_failed"] = int(len(ok)), int(len(group) - len(ok))
         if ok.empty:
@@ -339,7 +340,7 @@ def summary_table(
                 row[f"{m}_low"], row[f"{m}_high"] = math.nan, math.nan
         rows.append(row)
     table = pd.DataFrame(rows)
-    first = [c for c in [*by, "method", "k", "label", *PARAM_COLUMNS] if c in table.columns]
+    first = [c for c in [*by, "method", "k", "label", *param_columns()] if c in table.columns]
     first = list(dict.fromkeys(first))
     metric_cols = [c for m in metric_names for c in (m, f"{m}_low", f"{m}_high") if c in table.columns]
     return table[first + ["n", "n_failed"] + metric_cols]
@@ -487,7 +488,8 @@ def _number(x: Any) -> str:
 
 
 def method_label(method: str | None, params: Mapping[str, Any] | None = None) -> str:
-    """A readable name for a method configuration (used in tables and legends).
+    """A readable name for a method configuration (used in tables and legends): the method's
+    registered display name (``visprune.pruning.spec(method).display(params)``).
 
     >>> method_label("scope", {"alpha": 0.0})
     'SCOPE α=0'
@@ -498,30 +500,21 @@ def method_label(method: str | None, params: Mapping[str, Any] | None = None) ->
     >>> method_label("none")
     'unpruned'
     """
-    params = {k: v for k, v in dict(params or {}).items() if v is not None and not (isinstance(v, float) and math.isnan(v))}
     if method is None:
         return "(mixed)"
-    if method == "none":
-        return "unpruned"
-    if method == "scope":
-        text = f"SCOPE α={_number(params.get('alpha', 1.0))}"
-        if float(params.get("gap_power", 1.0)) != 1.0:
-            text += f", p={_number(params['gap_power'])}"
-        return text
-    if method == "saliency":
-        return "saliency-only"
-    if method == "fastv":
-        notes = [] if int(params.get("layer", 2)) == 2 else [f"layer {int(params['layer'])}"]
-        if params.get("ranking", "previous") != "previous":
-            notes.append(f"{params['ranking']}-layer ranking")
-        return f"FastV ({', '.join(notes)})" if notes else "FastV"
-    if method == "random":
-        return "random"
-    if method == "divprune":
-        return "DivPrune"
-    if method == "adaptive":
-        return "adaptive"
-    return str(method)
+    params = {k: v for k, v in dict(params or {}).items() if v is not None and not (isinstance(v, float) and math.isnan(v))}
+    try:
+        return method_spec(method).display(params)
+    except ValueError:  # a method this process does not know (records from elsewhere)
+        return str(method)
+
+
+def param_columns() -> tuple[str, ...]:
+    """Every parameter name of the registered methods (the grid's per-parameter columns)."""
+    names: dict[str, None] = {}
+    for spec in METHOD_SPECS.values():
+        names.update(dict.fromkeys(spec.parameters))
+    return tuple(names)
 
 
 # ------------------------------------------------------------------------------ formatting

@@ -100,9 +100,16 @@ class MethodSpec:
         """A readable name for tables and legends (``SCOPE α=0.5``, ``FastV``, ``unpruned``)."""
         if self.describe is None:
             return self.label
-        defaults = {k: v for k, v in self.parameters.items()}
-        given = {k: v for k, v in dict(params or {}).items() if v is not None and v == v}
+        defaults = self.parameters
+        given = {k: _like(defaults.get(k), v) for k, v in dict(params or {}).items() if v is not None and v == v}
         return self.describe({**defaults, **given})
+
+
+def _like(default: Any, value: Any) -> Any:
+    """``value`` in the type of an int default (a table column may hold 2.0 for layer 2)."""
+    if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 METHODS: dict[str, MethodSpec] = {}
