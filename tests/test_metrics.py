@@ -513,8 +513,14 @@ def test_small_float32_rounding_is_accepted():
 
 
 def test_docstring_examples():
-    result = doctest.testmod(M, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 20 and result.failed == 0
+    import importlib
+
+    attempted = failed = 0
+    for family in ("pope", "calibration", "selective", "image", "chair", "bootstrap"):
+        result = doctest.testmod(importlib.import_module(f"visprune.metrics.{family}"),
+                                 optionflags=doctest.NORMALIZE_WHITESPACE)
+        attempted, failed = attempted + result.attempted, failed + result.failed
+    assert attempted > 20 and failed == 0
 
 
 # ----------------------------------------------------------------------------------------------

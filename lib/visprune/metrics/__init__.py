@@ -1,0 +1,36 @@
+"""Metrics for pruned LLaVA runs (ALGORITHMS.md, "Metrics" and "Image statistics").
+
+One function per metric, one module per family (in the order of ALGORITHMS.md):
+
+- :mod:`.pope`, POPE-style scores from predictions: ``accuracy``, ``precision``, ``recall``, ``f1``,
+  ``yes_ratio`` and ``pope_scores`` (all five at once).
+- :mod:`.calibration`, calibration from probabilities over the answer set: ``ece``, ``mce``, ``classwise_ece``,
+  ``brier`` and ``reliability_table``.
+- :mod:`.selective`, selective prediction: ``risk_coverage``, ``aurc`` and ``eaurc``.
+- :mod:`.image`, image statistics: ``erank`` and ``attention_entropy`` (validating wrappers around the batched
+  torch kernels in ``visprune.instrument.image_stats``).
+- :mod:`.chair`, hallucination in captions: ``load_synonyms``, ``caption_objects`` and ``chair``.
+- :mod:`.bootstrap`, uncertainty: ``bootstrap_ci`` and ``bootstrap_diff_ci``.
+
+Conventions. Arrays may be NumPy arrays, torch tensors (CPU or GPU) or lists; everything except
+``erank`` and ``attention_entropy`` is computed on the CPU in float64. ``probs`` is (n, C): one
+row per sample, a probability distribution over that sample's answer set (rows sum to 1).
+``labels`` are int class indices into the answer set. The prediction is the argmax of a row (the
+first maximum on ties) and the confidence is its probability. Every bad input raises a
+``ValueError`` whose message starts with the name of the argument; a metric never returns NaN
+for valid input.
+"""
+
+from visprune.metrics.bootstrap import bootstrap_ci, bootstrap_diff_ci
+from visprune.metrics.calibration import bin_edges, bin_index, brier, classwise_ece, ece, mce, reliability_table
+from visprune.metrics.chair import caption_objects, chair, load_synonyms, object_parser
+from visprune.metrics.image import attention_entropy, erank
+from visprune.metrics.pope import POPE_YES, accuracy, f1, pope_scores, precision, recall, yes_ratio
+from visprune.metrics.selective import _ideal_aurc, aurc, eaurc, risk_coverage  # noqa: F401 (_ideal_aurc: tests)
+
+__all__ = [
+    "POPE_YES", "accuracy", "precision", "recall", "f1", "yes_ratio", "pope_scores", "ece", "mce", "classwise_ece",
+    "brier", "reliability_table", "bin_edges", "bin_index", "risk_coverage", "aurc", "eaurc", "erank",
+    "attention_entropy", "load_synonyms", "caption_objects", "object_parser", "chair", "bootstrap_ci",
+    "bootstrap_diff_ci",
+]
