@@ -567,3 +567,39 @@ def test_stricter_checks_keep_every_value():
     assert a == M.bootstrap_ci(np.mean, np.arange(10.0), n_resamples=20, seed=3)
     # correctness stays 0/1 or bool
     assert M.aurc([0.9, 0.5], [True, False]) == M.aurc([0.9, 0.5], [1, 0]) == 0.25
+
+
+# ----------------------------------------------------------------------------------------------
+# Metric specs: the bootstrap's resampled form of every metric equals its plain function
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_resampled_form_equals_the_plain_metric(n_classes, seed):
+    from visprune.metrics.specs import METRIC_SPECS, Resampled, draw_indices
+
+    rng = np.random.default_rng(seed)
+    n = 57
+    probs = rng.dirichlet(np.ones(n_classes) * 0.7, size=n)
+    probs[::5] = probs[0]  # repeated rows: ties in confidence (the risk curve's tie groups) and in bins
+    probs[3::7, :] = 1.0 / n_classes  # rows at a bin edge-free uniform value, argmax ties resolved to 0
+    labels = rng.integers(0, n_classes, size=n)
+    idx = draw_indices(n, 25, seed)
+    prepared = Resampled(probs, labels, n_bins=6)
+    for name, spec in METRIC_SPECS.items():
+        if spec.binary_only and n_classes != 2:
+            continue
+        fast = spec.resampled(prepared, idx)
+        plain = np.array([spec.plain(probs[i], labels[i], 6) for i in idx])
+        np.testing.assert_allclose(fast, plain, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def test_metric_specs_declare_direction_and_answer_set():
+    from visprune.metrics.specs import BINARY_METRICS, LOWER_IS_BETTER, METRIC_SPECS, metric_value
+
+    assert set(LOWER_IS_BETTER) == {"ece", "mce", "brier", "aurc", "eaurc"}
+    assert set(BINARY_METRICS) == {"precision", "recall", "f1", "yes_ratio"}
+    assert METRIC_SPECS["accuracy"].direction == "higher" and METRIC_SPECS["yes_ratio"].direction is None
+    with pytest.raises(ValueError, match="^metric: unknown metric 'auroc'"):
+        metric_value("auroc", [[0.5, 0.5]], [0])

@@ -135,17 +135,6 @@ def test_intervals_equal_metrics_bootstrap_ci(c, decimals):
         assert row[f"{m}_low"] <= row[m] + 1e-12 or m in ("ece", "mce", "eaurc"), m  # (biased metrics may sit outside)
 
 
-def test_resampled_metrics_equal_a_loop_over_resamples():
-    rng = np.random.default_rng(5)
-    probs = random_probs(rng, 30, 3, decimals=1)
-    labels = rng.integers(0, 3, 30)
-    fast = reporting._Resampled(probs, labels, n_bins=6)
-    idx = reporting._draw_indices(30, 25, seed=2)
-    for m in [m for m in reporting.METRICS]:
-        loop = [reporting.metric_value(m, probs[i], labels[i], n_bins=6) for i in idx]
-        np.testing.assert_allclose(fast.values(m, idx), loop, atol=1e-12, err_msg=m)
-
-
 def test_interval_contains_the_point_estimate_for_unbiased_metrics():
     rng = np.random.default_rng(8)
     probs = random_probs(rng, 200, 2)

@@ -34,6 +34,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from visprune import metrics
+from visprune.metrics.specs import METRIC_SPECS
 from visprune.pruning import METHODS as METHOD_SPECS
 
 __all__ = [
@@ -48,12 +49,8 @@ __all__ = [
     "metric_heatmap",
 ]
 
-#: Axis labels of the metrics of :mod:`visprune.reporting`.
-METRIC_NAMES = {
-    "accuracy": "accuracy", "precision": "precision (yes)", "recall": "recall (yes)", "f1": "F1 (yes)",
-    "yes_ratio": "yes-ratio", "ece": "ECE", "mce": "MCE", "brier": "Brier score", "aurc": "AURC",
-    "eaurc": "E-AURC",
-}
+#: Axis labels of the metrics: their specs' labels (``visprune.metrics.specs``).
+METRIC_NAMES = {name: spec.label for name, spec in METRIC_SPECS.items()}
 
 #: Axis labels of the grid parameters, and the symbols used for them in legends.
 PARAMETER_NAMES = {"alpha": "saliency weight α", "gap_power": "gap power p", "budget": "visual tokens kept (of 576)",

@@ -40,6 +40,8 @@ import numpy as np
 import pandas as pd
 
 from visprune import metrics
+from visprune.metrics.specs import (BINARY_METRICS, LOWER_IS_BETTER, METRIC_SPECS, METRICS, Resampled,  # noqa: F401
+                                     draw_indices, metric_value)
 from visprune.pruning import METHODS as METHOD_SPECS
 from visprune.pruning import spec as method_spec
 from visprune.instrument.prompts import POPE_ANSWERS
@@ -64,15 +66,8 @@ __all__ = [
     "markdown_table",
 ]
 
-#: Metrics a summary can hold, in a sensible table order (all computed from probs and labels).
-METRICS = ("accuracy", "precision", "recall", "f1", "yes_ratio", "ece", "mce", "brier", "aurc", "eaurc")
-#: Metrics defined only for POPE's yes/no answer set ("yes" is the positive class).
-BINARY_METRICS = ("precision", "recall", "f1", "yes_ratio")
 #: What Study A reports for every run.
 DEFAULT_METRICS = ("accuracy", "f1", "yes_ratio", "ece", "brier", "aurc")
-#: Method-parameter columns of a grid (``Evaluator.grid`` adds one per parameter a run sets).
-#: Lower is better for these metrics (used by :func:`direction` wording).
-LOWER_IS_BETTER = ("ece", "mce", "brier", "aurc", "eaurc")
 
 
 # ------------------------------------------------------------------------------ records -> arrays
@@ -118,130 +113,12 @@ def _is_binary_yes_no(records: pd.DataFrame) -> bool:
 
 
 def _check_metric(name: Any) -> str:
-    if name not in METRICS:
+    if name not in METRIC_SPECS:
         raise ValueError(f"metric: unknown metric {name!r}; choose from {METRICS}")
     return name
 
 
-def metric_value(metric: str, probs: Any, labels: Any, n_bins: int = 15) -> float:
-    """One metric of ``(probs, labels)``, computed by :mod:`visprune.metrics`.
-
-    ``aurc`` and ``eaurc`` use the top-label confidence and correctness; ``precision``,
-    ``recall``, ``f1`` and ``yes_ratio`` take index 0 ("yes") as the positive class.
-
-    >>> metric_value("accuracy", [[0.9, 0.1], [0.3, 0.7]], [0, 0])
-    0.5
-    """
-    metric = _check_metric(metric)
-    if metric in ("ece", "mce"):
-        return getattr(metrics, metric)(probs, labels, n_bins=n_bins)
-    if metric in ("aurc", "eaurc"):
-        p = np.asarray(probs, dtype=np.float64)
-        correct = np.argmax(p, axis=1) == np.asarray(labels)
-        return getattr(metrics, metric)(p.max(axis=1), correct)
-    if metric == "yes_ratio":
-        return metrics.yes_ratio(probs)
-    return getattr(metrics, metric)(probs, labels)
-
-
 # ------------------------------------------------------------------------------ fast resampled metrics
-
-
-def _draw_indices(n: int, n_resamples: int, seed: Any) -> np.ndarray:
-    """(R, n) resample indices, drawn exactly as ``metrics.bootstrap_ci`` draws them."""
-    rng = np.random.default_rng(seed)
-    return np.stack([rng.integers(0, n, size=n) for _ in range(n_resamples)])
-
-
-class _Resampled:
-    """Every metric of ``(probs, labels)`` on many resamples at once.
-
-    Built once per set of samples; :meth:`values` takes an (R, n) index matrix and returns the
-    (R,) metric values, the same numbers a loop of ``metric_value`` calls on ``probs[idx_r]``,
-    ``labels[idx_r]`` would give (up to float rounding).
-    """
-
-    def __init__(self, probs: np.ndarray, labels: np.ndarray, n_bins: int) -> None:
-        probs = np.asarray(probs, dtype=np.float64)
-        labels = np.asarray(labels, dtype=np.int64)
-        self.n, self.n_bins = len(labels), n_bins
-        pred = np.argmax(probs, axis=1)  # (n,)
-        rows = np.arange(self.n)
-        self.conf = probs[rows, pred]  # (n,) top-label confidence
-        self.hit = (pred == labels).astype(np.float64)  # (n,)
-        onehot = np.zeros_like(probs)
-        onehot[rows, labels] = 1.0
-        self.brier_i = np.sum((probs - onehot) ** 2, axis=1)  # (n,)
-        self.pred_yes = (pred == metrics.POPE_YES).astype(np.float64)  # (n,)
-        self.label_yes = (labels == metrics.POPE_YES).astype(np.float64)  # (n,)
-        self.bin = metrics.bin_index(self.conf, n_bins)  # (n,)
-        # tie groups of the selective-risk curve: distinct confidences, most confident first
-        levels, inverse = np.unique(-self.conf, return_inverse=True)
-        self.level, self.n_levels = inverse.reshape(-1), len(levels)  # (n,), G
-
-    @staticmethod
-    def _per_group(idx: np.ndarray, group: np.ndarray, n_groups: int, weights: np.ndarray | None) -> np.ndarray:
-        """(R, G) sums of ``weights`` (or counts) of each resample's samples per group."""
-        r = idx.shape[0]
-        flat = (np.arange(r)[:, None] * n_groups + group[idx]).ravel()  # (R * n,)
-        w = None if weights is None else weights[idx].ravel()
-        return np.bincount(flat, weights=w, minlength=r * n_groups).reshape(r, n_groups)
-
-    def _aurc(self, idx: np.ndarray) -> np.ndarray:
-        # risk(k) inside tie group g (start s0, size s, e errors, E errors before it) is
-        # (E + (k - s0) e / s) / k; summed over k = s0+1 .. s0+s that is
-        # E (H[s0+s] - H[s0]) + (e / s) (s - s0 (H[s0+s] - H[s0])), H the harmonic numbers.
-        size = self._per_group(idx, self.level, self.n_levels, None)  # (R, G)
-        errors = self._per_group(idx, self.level, self.n_levels, 1.0 - self.hit)  # (R, G)
-        end = np.cumsum(size, axis=1)  # (R, G)
-        start = end - size
-        err_before = np.cumsum(errors, axis=1) - errors
-        harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, self.n + 1))])  # (n + 1,)
-        h_gap = harmonic[end.astype(np.int64)] - harmonic[start.astype(np.int64)]
-        rate = np.divide(errors, size, out=np.zeros_like(errors), where=size > 0)
-        total = err_before * h_gap + rate * (size - start * h_gap)
-        return total.sum(axis=1) / self.n
-
-    def _eaurc(self, idx: np.ndarray) -> np.ndarray:
-        n = self.n
-        n_errors = np.rint((1.0 - self.hit)[idx].sum(axis=1)).astype(np.int64)  # (R,)
-        right = n - n_errors
-        harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1))])
-        ideal = (n_errors - right * (harmonic[n] - harmonic[right])) / n
-        return np.maximum(self._aurc(idx) - ideal, 0.0)
-
-    def values(self, metric: str, idx: np.ndarray) -> np.ndarray:
-        n = self.n
-        if metric == "accuracy":
-            return self.hit[idx].mean(axis=1)
-        if metric == "brier":
-            return self.brier_i[idx].mean(axis=1)
-        if metric == "yes_ratio":
-            return self.pred_yes[idx].mean(axis=1)
-        if metric in ("precision", "recall", "f1"):
-            tp = (self.pred_yes * self.label_yes)[idx].sum(axis=1)
-            predicted = self.pred_yes[idx].sum(axis=1)
-            actual = self.label_yes[idx].sum(axis=1)
-            prec = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-            rec = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
-            if metric == "precision":
-                return prec
-            if metric == "recall":
-                return rec
-            return np.divide(2 * prec * rec, prec + rec, out=np.zeros_like(tp), where=prec + rec > 0)
-        if metric in ("ece", "mce"):
-            count = self._per_group(idx, self.bin, self.n_bins, None)  # (R, B)
-            sum_conf = self._per_group(idx, self.bin, self.n_bins, self.conf)
-            sum_hit = self._per_group(idx, self.bin, self.n_bins, self.hit)
-            if metric == "ece":
-                return np.abs(sum_hit - sum_conf).sum(axis=1) / n
-            gap = np.divide(np.abs(sum_hit - sum_conf), count, out=np.zeros_like(sum_conf), where=count > 0)
-            return gap.max(axis=1)
-        if metric == "aurc":
-            return self._aurc(idx)
-        if metric == "eaurc":
-            return self._eaurc(idx)
-        raise ValueError(f"metric: unknown metric {metric!r}; choose from {METRICS}")
 
 
 def _interval(stats: np.ndarray, level: float) -> tuple[float, float]:
@@ -327,8 +204,8 @@ def summary_table(
             continue
         probs, labels = answer_arrays(ok)
         binary = _is_binary_yes_no(ok)
-        resampled = _Resampled(probs, labels, n_bins) if n_bootstrap else None
-        idx = _draw_indices(len(labels), n_bootstrap, seed) if n_bootstrap else None
+        resampled = Resampled(probs, labels, n_bins) if n_bootstrap else None
+        idx = draw_indices(len(labels), n_bootstrap, seed) if n_bootstrap else None
         for m in metric_names:
             if m in BINARY_METRICS and not binary:
                 row[m], row[f"{m}_low"], row[f"{m}_high"] = math.nan, math.nan, math.nan
@@ -402,8 +279,8 @@ def paired_difference(
     probs_b, _ = answer_arrays(b)
     value_a = metric_value(metric, probs_a, labels, n_bins=n_bins)
     value_b = metric_value(metric, probs_b, labels, n_bins=n_bins)
-    idx = _draw_indices(len(labels), n_bootstrap, seed)
-    diffs = _Resampled(probs_a, labels, n_bins).values(metric, idx) - _Resampled(probs_b, labels, n_bins).values(metric, idx)
+    idx = draw_indices(len(labels), n_bootstrap, seed)
+    diffs = Resampled(probs_a, labels, n_bins).values(metric, idx) - Resampled(probs_b, labels, n_bins).values(metric, idx)
     low, high = _interval(diffs, level)
     return {
         "metric": metric, "run_a": run_a, "run_b": run_b, "datasets": sorted(set(common["dataset"])),

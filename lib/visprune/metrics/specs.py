@@ -1,0 +1,185 @@
+"""Metric specs: every metric of a run's answers declared once, with its direction and the
+resampled form the bootstrap uses (ALGORITHMS.md, "Metrics" and "Bootstrap").
+
+A :class:`MetricSpec` holds the plain function of ``(probs, labels)`` (what
+:func:`metric_value` computes, through the family modules), whether lower or higher is better,
+whether it needs POPE's yes/no answer set, its axis label, and ``resampled(prepared, idx)``: the
+same metric on many bootstrap resamples at once (R, n index matrix -> (R,) values), from the
+per-sample quantities :class:`Resampled` prepares once. The tables, the paired differences and
+the plots read :data:`METRIC_SPECS`; ``tests/test_metrics.py`` checks every resampled form
+against the plain function on random resamples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from visprune.metrics.calibration import bin_index, brier, ece, mce
+from visprune.metrics.pope import POPE_YES, accuracy, f1, precision, recall, yes_ratio
+from visprune.metrics.selective import aurc, eaurc
+
+__all__ = ["MetricSpec", "METRIC_SPECS", "METRICS", "BINARY_METRICS", "LOWER_IS_BETTER", "Resampled", "metric_value",
+           "draw_indices"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric of ``(probs, labels)`` (see the module docstring)."""
+
+    name: str
+    label: str
+    direction: str | None  # "lower" or "higher" is better; None: descriptive (the yes-ratio)
+    plain: Callable[[np.ndarray, np.ndarray, int], float]
+    resampled: Callable[["Resampled", np.ndarray], np.ndarray]
+    binary_only: bool = False
+
+
+def _top(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(probs, dtype=np.float64)
+    return p.max(axis=1), np.argmax(p, axis=1) == np.asarray(labels)
+
+
+def _spec(name, label, direction, plain, binary_only=False) -> MetricSpec:
+    return MetricSpec(name, label, direction, plain, lambda prepared, idx: prepared._values(name, idx), binary_only)
+
+
+_SPECS = (
+    _spec("accuracy", "accuracy", "higher", lambda p, y, b: accuracy(p, y)),
+    _spec("precision", "precision (yes)", "higher", lambda p, y, b: precision(p, y), True),
+    _spec("recall", "recall (yes)", "higher", lambda p, y, b: recall(p, y), True),
+    _spec("f1", "F1 (yes)", "higher", lambda p, y, b: f1(p, y), True),
+    _spec("yes_ratio", "yes-ratio", None, lambda p, y, b: yes_ratio(p), True),
+    _spec("ece", "ECE", "lower", lambda p, y, b: ece(p, y, n_bins=b)),
+    _spec("mce", "MCE", "lower", lambda p, y, b: mce(p, y, n_bins=b)),
+    _spec("brier", "Brier score", "lower", lambda p, y, b: brier(p, y)),
+    _spec("aurc", "AURC", "lower", lambda p, y, b: aurc(*_top(p, y))),
+    _spec("eaurc", "E-AURC", "lower", lambda p, y, b: eaurc(*_top(p, y))),
+)
+METRIC_SPECS: dict[str, MetricSpec] = {s.name: s for s in _SPECS}
+#: The metrics a summary can hold, in table order.
+METRICS = tuple(METRIC_SPECS)
+#: Metrics defined only for POPE's yes/no answer set ("yes" is the positive class).
+BINARY_METRICS = tuple(n for n, s in METRIC_SPECS.items() if s.binary_only)
+LOWER_IS_BETTER = tuple(n for n, s in METRIC_SPECS.items() if s.direction == "lower")
+
+
+def _known(name: Any) -> str:
+    if name not in METRIC_SPECS:
+        raise ValueError(f"metric: unknown metric {name!r}; choose from {METRICS}")
+    return name
+
+
+def metric_value(metric: str, probs: Any, labels: Any, n_bins: int = 15) -> float:
+    """One metric of ``(probs, labels)``: its spec's plain function.
+
+    ``aurc`` and ``eaurc`` use the top-label confidence and correctness; ``precision``,
+    ``recall``, ``f1`` and ``yes_ratio`` take index 0 ("yes") as the positive class.
+
+    >>> metric_value("accuracy", [[0.9, 0.1], [0.3, 0.7]], [0, 0])
+    0.5
+    """
+    return METRIC_SPECS[_known(metric)].plain(probs, labels, n_bins)
+
+
+def draw_indices(n: int, n_resamples: int, seed: Any) -> np.ndarray:
+    """(R, n) resample indices, drawn exactly as ``metrics.bootstrap_ci`` draws them."""
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.integers(0, n, size=n) for _ in range(n_resamples)])
+
+
+class Resampled:
+    """Every metric of ``(probs, labels)`` on many resamples at once.
+
+    Built once per set of samples; :meth:`values` takes an (R, n) index matrix and returns the
+    (R,) metric values, the same numbers a loop of ``metric_value`` calls on ``probs[idx_r]``,
+    ``labels[idx_r]`` would give (up to float rounding).
+    """
+
+    def __init__(self, probs: np.ndarray, labels: np.ndarray, n_bins: int) -> None:
+        probs = np.asarray(probs, dtype=np.float64)
+        labels = np.asarray(labels, dtype=np.int64)
+        self.n, self.n_bins = len(labels), n_bins
+        pred = np.argmax(probs, axis=1)  # (n,)
+        rows = np.arange(self.n)
+        self.conf = probs[rows, pred]  # (n,) top-label confidence
+        self.hit = (pred == labels).astype(np.float64)  # (n,)
+        onehot = np.zeros_like(probs)
+        onehot[rows, labels] = 1.0
+        self.brier_i = np.sum((probs - onehot) ** 2, axis=1)  # (n,)
+        self.pred_yes = (pred == POPE_YES).astype(np.float64)  # (n,)
+        self.label_yes = (labels == POPE_YES).astype(np.float64)  # (n,)
+        self.bin = bin_index(self.conf, n_bins)  # (n,)
+        # tie groups of the selective-risk curve: distinct confidences, most confident first
+        levels, inverse = np.unique(-self.conf, return_inverse=True)
+        self.level, self.n_levels = inverse.reshape(-1), len(levels)  # (n,), G
+
+    @staticmethod
+    def _per_group(idx: np.ndarray, group: np.ndarray, n_groups: int, weights: np.ndarray | None) -> np.ndarray:
+        """(R, G) sums of ``weights`` (or counts) of each resample's samples per group."""
+        r = idx.shape[0]
+        flat = (np.arange(r)[:, None] * n_groups + group[idx]).ravel()  # (R * n,)
+        w = None if weights is None else weights[idx].ravel()
+        return np.bincount(flat, weights=w, minlength=r * n_groups).reshape(r, n_groups)
+
+    def _aurc(self, idx: np.ndarray) -> np.ndarray:
+        # risk(k) inside tie group g (start s0, size s, e errors, E errors before it) is
+        # (E + (k - s0) e / s) / k; summed over k = s0+1 .. s0+s that is
+        # E (H[s0+s] - H[s0]) + (e / s) (s - s0 (H[s0+s] - H[s0])), H the harmonic numbers.
+        size = self._per_group(idx, self.level, self.n_levels, None)  # (R, G)
+        errors = self._per_group(idx, self.level, self.n_levels, 1.0 - self.hit)  # (R, G)
+        end = np.cumsum(size, axis=1)  # (R, G)
+        start = end - size
+        err_before = np.cumsum(errors, axis=1) - errors
+        harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, self.n + 1))])  # (n + 1,)
+        h_gap = harmonic[end.astype(np.int64)] - harmonic[start.astype(np.int64)]
+        rate = np.divide(errors, size, out=np.zeros_like(errors), where=size > 0)
+        total = err_before * h_gap + rate * (size - start * h_gap)
+        return total.sum(axis=1) / self.n
+
+    def _eaurc(self, idx: np.ndarray) -> np.ndarray:
+        n = self.n
+        n_errors = np.rint((1.0 - self.hit)[idx].sum(axis=1)).astype(np.int64)  # (R,)
+        right = n - n_errors
+        harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1))])
+        ideal = (n_errors - right * (harmonic[n] - harmonic[right])) / n
+        return np.maximum(self._aurc(idx) - ideal, 0.0)
+
+    def values(self, metric: str, idx: np.ndarray) -> np.ndarray:
+        """(R,) values of ``metric`` on the resamples ``idx`` (R, n): its spec's resampled form."""
+        return METRIC_SPECS[_known(metric)].resampled(self, idx)
+
+    def _values(self, metric: str, idx: np.ndarray) -> np.ndarray:
+        n = self.n
+        if metric == "accuracy":
+            return self.hit[idx].mean(axis=1)
+        if metric == "brier":
+            return self.brier_i[idx].mean(axis=1)
+        if metric == "yes_ratio":
+            return self.pred_yes[idx].mean(axis=1)
+        if metric in ("precision", "recall", "f1"):
+            tp = (self.pred_yes * self.label_yes)[idx].sum(axis=1)
+            predicted = self.pred_yes[idx].sum(axis=1)
+            actual = self.label_yes[idx].sum(axis=1)
+            prec = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+            rec = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+            if metric == "precision":
+                return prec
+            if metric == "recall":
+                return rec
+            return np.divide(2 * prec * rec, prec + rec, out=np.zeros_like(tp), where=prec + rec > 0)
+        if metric in ("ece", "mce"):
+            count = self._per_group(idx, self.bin, self.n_bins, None)  # (R, B)
+            sum_conf = self._per_group(idx, self.bin, self.n_bins, self.conf)
+            sum_hit = self._per_group(idx, self.bin, self.n_bins, self.hit)
+            if metric == "ece":
+                return np.abs(sum_hit - sum_conf).sum(axis=1) / n
+            gap = np.divide(np.abs(sum_hit - sum_conf), count, out=np.zeros_like(sum_conf), where=count > 0)
+            return gap.max(axis=1)
+        if metric == "aurc":
+            return self._aurc(idx)
+        if metric == "eaurc":
+            return self._eaurc(idx)
+        raise ValueError(f"metric: no resampled form for {metric!r}")
