@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from visprune.performance import write_csv
+from visprune.book.performance import write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -312,7 +312,7 @@ def main(argv=None) -> int:
         verdict = "meets" if r["ratio_to_bare"] >= 0.9 else "MISSES"
         print(f"{variant}: {100 * r['ratio_to_bare']:.0f}% of the bare forward's throughput ({verdict} the 90% target)")
 
-    from visprune.performance import write_csv  # here, so the timed worker processes do not load matplotlib
+    from visprune.book.performance import write_csv  # here, so the timed worker processes do not load matplotlib
 
     print(f"wrote {write_csv(rows, args.out)}")
     return 0

@@ -62,7 +62,7 @@ from pathlib import Path
 
 import torch
 
-from visprune.performance import write_csv
+from visprune.book.performance import write_csv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prefill_and_selectors import (  # noqa: E402  (the shared shapes, formula and timer)

@@ -50,7 +50,7 @@ from pathlib import Path
 import torch
 
 from visprune.instrument.image_stats import erank_batch
-from visprune.performance import write_csv
+from visprune.book.performance import write_csv
 from visprune.pruning import select
 
 N_VISUAL = 576  # LLaVA-1.5: 24 x 24 patches at 336 px

@@ -22,7 +22,7 @@ import nbformat
 import papermill
 import pytest
 
-from visprune import book
+from visprune.book import build as book
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILT = Path("chapters") / "performance.ipynb"  # the chapter already executed in the copy

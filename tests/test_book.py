@@ -19,7 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from visprune import book
+from visprune.book import build as book
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,8 +145,8 @@ def test_check_parameter_types():
 
 
 def test_every_chapter_parameter_has_a_rule_and_its_default_passes():
-    """A new chapter parameter cannot slip through: it needs a rule in visprune.chapters."""
-    from visprune import chapters
+    """A new chapter parameter cannot slip through: it needs a rule in visprune.book.chapters."""
+    from visprune.book import chapters
 
     notebooks = book.chapter_notebooks(ROOT)
     assert notebooks
@@ -154,13 +154,13 @@ def test_every_chapter_parameter_has_a_rule_and_its_default_passes():
         defaults = book.notebook_parameters(ROOT / nb)
         assert defaults, f"{nb}: no parameters cell"
         unruled = [name for name in defaults if chapters.parameter_rule(name, nb.stem) is None]
-        assert not unruled, f"{nb}: parameters without a rule in visprune.chapters.PARAMETER_RULES: {unruled}"
+        assert not unruled, f"{nb}: parameters without a rule in visprune.book.chapters.PARAMETER_RULES: {unruled}"
         chapters.check_parameters(defaults, nb.stem, base=(ROOT / nb).parent)  # raises on a bad default
 
 
 def test_rules_follow_the_engine_and_the_definitions():
     """The choices come from the engine's own lists; ranges as ALGORITHMS.md defines them."""
-    from visprune import chapters
+    from visprune.book import chapters
     from visprune import engine as evaluation
     from visprune.engine import profiles
     from visprune.pruning import pre_llm_methods
@@ -197,7 +197,7 @@ def test_rules_follow_the_engine_and_the_definitions():
     ("results_dir", [None, "scratch", "/tmp"], ["", 3, ["a"]]),
 ])
 def test_rule_accepts_and_refuses(rule, good, bad):
-    from visprune import chapters
+    from visprune.book import chapters
 
     r = chapters.PARAMETER_RULES[rule]
     for value in good:
@@ -208,7 +208,7 @@ def test_rule_accepts_and_refuses(rule, good, bad):
 
 
 def test_folder_rules_read_relative_paths_from_the_chapter_folder(tmp_path):
-    from visprune import chapters
+    from visprune.book import chapters
 
     (tmp_path / "chapters" / "model").mkdir(parents=True)
     (tmp_path / "chapters" / "file.txt").write_text("x")
@@ -225,7 +225,7 @@ def test_folder_rules_read_relative_paths_from_the_chapter_folder(tmp_path):
 
 
 def test_focus_budget_must_be_a_budget_and_the_changed_one_is_named():
-    from visprune import chapters
+    from visprune.book import chapters
 
     values = {"budgets": [64, 128], "focus_budget": 64}
     chapters.check_parameters(values)
@@ -238,7 +238,7 @@ def test_focus_budget_must_be_a_budget_and_the_changed_one_is_named():
 
 
 def test_chapter_rule_overrides_the_common_one():
-    from visprune import chapters
+    from visprune.book import chapters
 
     chapters.check_parameters({"alphas": [0.0]}, "gap_power")
     with pytest.raises(ValueError, match="^alphas: expected a list of at least 2"):

@@ -1,5 +1,5 @@
-"""Hand-checkable tests for the Study B helpers (visprune.diversity, visprune.patch_maps) and the
-calibration primer's helpers (visprune.primer)."""
+"""Hand-checkable tests for the Study B helpers (visprune.book.diversity, visprune.book.patch_maps) and the
+calibration primer's helpers (visprune.book.primer)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from visprune import diversity, metrics, patch_maps, primer
+from visprune import metrics
+from visprune.book import diversity, patch_maps, primer
 
 # ------------------------------------------------------------------------------ complexity groups
 

@@ -126,7 +126,7 @@ def test_in_llm_method_keeping_every_token_changes_nothing(registered, assets, t
 
 
 def test_command_line_summary_table_and_plot(registered, assets, tmp_path, capsys):
-    from visprune import plots, reporting
+    from visprune.book import plots, analysis as reporting
     from visprune.engine.cli import main
 
     code = main(["grid", "--model", str(assets / "model"), "--world", str(assets / "world"), "--results",

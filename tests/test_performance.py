@@ -1,10 +1,10 @@
-"""visprune.performance.write_csv: the benchmarks' CSV writer."""
+"""visprune.book.performance.write_csv: the benchmarks' CSV writer."""
 
 import csv
 
 import pytest
 
-from visprune.performance import write_csv
+from visprune.book.performance import write_csv
 
 
 def test_write_csv_round_trip_and_float_format(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from visprune import chapters
+from visprune.book import chapters
 from visprune.engine.datasets import require
 from visprune.engine.profiles import resolve_profile
 

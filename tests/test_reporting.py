@@ -1,4 +1,4 @@
-"""Tests for visprune.reporting (summary tables, paired differences) and visprune.plots.
+"""Tests for visprune.book.analysis (summary tables, paired differences) and visprune.book.plots.
 
 Checks against independent references: numbers worked out by hand, the metric functions of
 visprune.metrics called directly, and metrics.bootstrap_ci / bootstrap_diff_ci (the reference
@@ -16,7 +16,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from visprune import metrics, plots, reporting  # noqa: E402
+from visprune import metrics
+from visprune.book import plots, analysis as reporting  # noqa: E402
 
 HAND_PROBS = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
 HAND_LABELS = np.array([0, 1, 1, 1])

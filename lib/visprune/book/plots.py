@@ -14,7 +14,7 @@ after it) and never runs a model:
 - :func:`metric_heatmap`: one metric over two parameters (e.g. alpha x budget), values written
   in the cells.
 
-The line plots take the tables of :func:`visprune.reporting.summary_table`: a metric ``m`` with
+The line plots take the tables of :func:`visprune.book.analysis.summary_table`: a metric ``m`` with
 its interval ``m_low``/``m_high``. A reference table has the same columns plus ``label``; a
 reference row applies to every panel unless the table has the panel column and the row's value
 there is set (so random and saliency-only references can differ per budget). Colours are fixed

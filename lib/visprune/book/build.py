@@ -16,7 +16,7 @@ cached separately by the evaluation engine, so a re-execution is fast too.
 
 Every bad input is refused before any kernel starts, in one line on stderr with exit status 2:
 an unknown chapter or parameter, a ``-p`` without its value, a value its parameter's rule
-(:data:`visprune.chapters.PARAMETER_RULES`) does not accept, a build folder that is a file or not
+(:data:`visprune.book.chapters.PARAMETER_RULES`) does not accept, a build folder that is a file or not
 writable, a kernel that is not installed. Ctrl-C stops with exit status 130; the chapters finished
 so far are kept, so the same command resumes where it stopped.
 """
@@ -108,7 +108,7 @@ def notebook_parameters(nb_path: Path) -> dict[str, Any]:
 def check_parameter_types(defaults: dict[str, Any], overrides: dict[str, Any]) -> None:
     """Reject an override whose type does not fit the chapter's default (before any execution).
 
-    The fallback for a parameter without a rule in :data:`visprune.chapters.PARAMETER_RULES`
+    The fallback for a parameter without a rule in :data:`visprune.book.chapters.PARAMETER_RULES`
     (every chapter of this book has one for each; tests/test_book.py checks it). An int is
     accepted where the default is a float, anything where the default is None, and None anywhere.
     Raises ValueError ``"<name>: expected ..., got ..."``.
@@ -141,13 +141,13 @@ def check_overrides(nb: Path | str, defaults: dict[str, Any], overrides: dict[st
                     base: Path | None = None) -> None:
     """Check a chapter's overrides by value before any kernel starts.
 
-    Each override must pass its parameter's rule (:func:`visprune.chapters.check_parameters`;
+    Each override must pass its parameter's rule (:func:`visprune.book.chapters.check_parameters`;
     the type check above for a parameter without one), and the parameters that go together must
     agree. ``base`` is the folder the chapter runs in (relative paths are read from there).
     Raises ValueError (FileNotFoundError for a missing input folder) with one line,
     ``"-p <name>: ... (chapter <name>)"``.
     """
-    from visprune import chapters
+    from visprune.book import chapters
 
     chapter = Path(nb).stem
     try:
@@ -161,7 +161,7 @@ def check_overrides(nb: Path | str, defaults: dict[str, Any], overrides: dict[st
 def check_build_folders(root: Path, notebooks: list[Path], render: bool) -> None:
     """The folders the book writes (``_build``, its staging copy, ``_build/html`` when rendering)
     must be writable folders or creatable; raises ValueError naming the first that is not."""
-    from visprune.chapters import Folder
+    from visprune.book.chapters import Folder
 
     folders = [root / BUILD, root / STAGING, *sorted({(root / STAGING / nb).parent for nb in notebooks})]
     folders += [root / BUILD / "html"] if render else []

@@ -36,7 +36,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from visprune import metrics, plots
+from visprune import metrics
+from visprune.book import plots
 from visprune.pruning import METHODS as METHOD_SPECS
 from visprune.pruning import spec as method_spec
 from visprune.pruning import ADAPTIVE_DEFAULT_TAU_MAX
@@ -131,7 +132,7 @@ def run_configs(dataset: str, methods: Sequence[str], ks: Sequence[int], n_sampl
 def paper_budgets(records: pd.DataFrame, k_of: dict[int, int], n_tokens: int, paper_tokens: int = 576) -> pd.Series:
     """Each record's budget in the papers' terms (of 576): ``k_of`` inverted; unpruned -> 576.
 
-    ``k_of`` is :func:`visprune.chapters.budgets_for`'s {paper K: model K}; ``n_tokens`` the
+    ``k_of`` is :func:`visprune.book.chapters.budgets_for`'s {paper K: model K}; ``n_tokens`` the
     model's N (an unpruned run keeps all N).
     """
     _require_columns(records, ["k"])

@@ -321,7 +321,7 @@ class Device(Rule):
 
 
 def _complexity_measures() -> tuple:
-    from visprune.diversity import COMPLEXITY_BY  # imported on use: visprune.diversity loads torch
+    from visprune.book.diversity import COMPLEXITY_BY  # imported on use: visprune.book.diversity loads torch
 
     return COMPLEXITY_BY
 

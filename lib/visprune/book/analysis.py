@@ -8,7 +8,7 @@ for a whole grid of runs. This module turns such a table into what a chapter sho
 - :func:`paired_difference`: the difference of one metric between two runs on the same
   samples, with its paired bootstrap interval (:func:`compare_runs`: several at once);
 - :func:`answer_arrays`: the ``(probs, labels)`` arrays of a set of records (what
-  :mod:`visprune.metrics` and :mod:`visprune.plots` take);
+  :mod:`visprune.metrics` and :mod:`visprune.book.plots` take);
 - :func:`add_budget`, :func:`method_label`, :func:`chance_accuracy`: the papers' token budgets,
   readable method names, and the accuracy of guessing;
 - :func:`format_interval`, :func:`format_difference`, :func:`direction`, :func:`format_summary`,
