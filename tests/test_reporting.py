@@ -341,3 +341,48 @@ def test_colors_are_fixed_per_method():
     assert plots.color_for("unpruned") == "#000000"
     assert plots.color_for("FastV (layer 3)") == plots.color_for("FastV")
     assert plots.color_for("SCOPE α=0") != plots.color_for("SCOPE α=1")
+
+
+# ------------------------------------------------------------------------------ verdicts (one vocabulary)
+
+
+@pytest.mark.parametrize("low, high, where, ece_verdict, acc_verdict", [
+    (-0.04, -0.01, "below", "better", "worse"),
+    (0.01, 0.03, "above", "worse", "better"),
+    (-0.01, 0.02, "includes 0", "no clear difference", "no clear difference"),
+    (0.0, 0.02, "includes 0", "no clear difference", "no clear difference"),  # touching 0 is not clear
+])
+def test_side_and_verdict_follow_the_metric_direction(low, high, where, ece_verdict, acc_verdict):
+    d = {"diff": (low + high) / 2, "low": low, "high": high}
+    assert reporting.side(d) == where
+    assert reporting.verdict(d, "ece") == ece_verdict  # lower is better (its spec)
+    assert reporting.verdict(d, "accuracy") == acc_verdict
+    assert reporting.verdict(d, "chair_i") == ece_verdict  # a caption metric: lower is better
+    with pytest.raises(ValueError, match="^metric: 'yes_ratio' has no better direction"):
+        reporting.verdict(d, "yes_ratio")
+
+
+@pytest.mark.parametrize("low, high, claimed, magnitude, expected", [
+    (-0.20, -0.08, "lower", 0.05, "supported"),       # "degrades badly": at least 5 points, and it is
+    (-0.04, -0.01, "lower", 0.05, "contradicted"),    # lower, but surely by less than the claimed 5 points
+    (-0.08, -0.02, "lower", 0.05, "inconclusive"),    # the interval straddles the claimed size
+    (-0.04, -0.01, "lower", 0.0, "supported"),
+    (0.01, 0.03, "lower", 0.0, "contradicted"),
+    (-0.01, 0.03, "higher", 0.0, "inconclusive"),
+    (0.02, 0.03, "higher", 0.01, "supported"),
+])
+def test_claim_verdict_with_the_magnitude_a_claim_needs(low, high, claimed, magnitude, expected):
+    d = {"diff": (low + high) / 2, "low": low, "high": high}
+    assert reporting.claim_verdict(d, claimed, magnitude) == expected
+    sentence = reporting.claim_sentence("FastV degrades accuracy badly", d, claimed, magnitude, digits=2)
+    assert sentence.startswith("The paper reports that FastV degrades accuracy badly.")
+    assert sentence.endswith(f"the claim is {expected}.")
+    assert f"[{low:+.2f}, {high:+.2f}]" in sentence
+
+
+def test_claim_verdict_rejects_a_bad_claim():
+    d = {"diff": 0.0, "low": -1.0, "high": 1.0}
+    with pytest.raises(ValueError, match="^claimed: "):
+        reporting.claim_verdict(d, "worse")
+    with pytest.raises(ValueError, match="^magnitude: "):
+        reporting.claim_verdict(d, "lower", -0.1)

@@ -62,6 +62,12 @@ __all__ = [
     "format_interval",
     "format_difference",
     "direction",
+    "side",
+    "verdict",
+    "claim_verdict",
+    "claim_sentence",
+    "count_sides",
+    "describe_difference",
     "format_summary",
     "markdown_table",
 ]
@@ -410,14 +416,87 @@ def format_interval(value: float, low: float, high: float, digits: int = 3) -> s
     return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
+def side(difference: Mapping[str, Any]) -> str:
+    """Where a paired interval (``low``, ``high``) lies: ``"above"`` 0, ``"below"`` 0, or
+    ``"includes 0"``. Every verdict of the book is built on this one reading."""
+    low, high = float(difference["low"]), float(difference["high"])
+    if low > 0:
+        return "above"
+    if high < 0:
+        return "below"
+    return "includes 0"
+
+
 def direction(difference: Mapping[str, Any]) -> str:
     """``"lower"``, ``"higher"`` or ``"indistinguishable"``: where the interval of a
     :func:`paired_difference` lies relative to 0 (run_a compared with run_b)."""
-    if difference["high"] < 0:
-        return "lower"
-    if difference["low"] > 0:
-        return "higher"
-    return "indistinguishable"
+    return {"below": "lower", "above": "higher"}.get(side(difference), "indistinguishable")
+
+
+def _higher_is_better(metric: str | None, higher_is_better: bool | None) -> bool:
+    if higher_is_better is not None:
+        return bool(higher_is_better)
+    from visprune.metrics.specs import METRIC_SPECS, SCORE_SPECS
+
+    spec = METRIC_SPECS.get(metric) or SCORE_SPECS.get(metric)
+    if spec is None or spec.direction is None:
+        raise ValueError(f"metric: {metric!r} has no better direction; pass higher_is_better=True or False")
+    return spec.direction == "higher"
+
+
+def verdict(difference: Mapping[str, Any], metric: str | None = None, *, higher_is_better: bool | None = None) -> str:
+    """``"better"``, ``"worse"`` or ``"no clear difference"`` for a against b in a paired
+    difference (a - b): a is better when the whole interval lies on the metric's good side of 0
+    (its spec's direction: above for accuracy or recall, below for ECE or CHAIR)."""
+    good = "above" if _higher_is_better(metric, higher_is_better) else "below"
+    where = side(difference)
+    if where == "includes 0":
+        return "no clear difference"
+    return "better" if where == good else "worse"
+
+
+def claim_verdict(difference: Mapping[str, Any], claimed: str, magnitude: float = 0.0) -> str:
+    """A paper's claim that a - b is ``claimed`` ("lower" or "higher") by at least ``magnitude``
+    (0: any amount; e.g. 0.05 for "degrades badly" read as at least 5 points), judged on the
+    paired interval: ``"supported"`` when the whole interval lies beyond ``magnitude`` on the
+    claimed side, ``"contradicted"`` when it lies wholly on the other side of 0 or, for a claim
+    of a magnitude, wholly short of it, ``"inconclusive"`` otherwise."""
+    if claimed not in ("lower", "higher"):
+        raise ValueError(f"claimed: expected 'lower' or 'higher', got {claimed!r}")
+    if not (isinstance(magnitude, (int, float)) and magnitude >= 0):
+        raise ValueError(f"magnitude: expected a non-negative number, got {magnitude!r}")
+    sign = -1.0 if claimed == "lower" else 1.0
+    low, high = sorted((sign * float(difference["low"]), sign * float(difference["high"])))  # claimed side > 0
+    if low > magnitude:
+        return "supported"
+    if high < 0 or (magnitude > 0 and high < magnitude):
+        return "contradicted"
+    return "inconclusive"
+
+
+def count_sides(table: pd.DataFrame) -> dict[str, int]:
+    """How many paired intervals lie above 0, below 0, or include it: ``{"above", "below", "unclear"}``."""
+    _check_columns(table, ["low", "high"], "table")
+    sides = [side(row) for _, row in table.iterrows()]
+    return {"above": sides.count("above"), "below": sides.count("below"), "unclear": sides.count("includes 0")}
+
+
+def describe_difference(difference: Mapping[str, Any], digits: int = 3) -> str:
+    """A paired difference as text: ``"+0.050 [+0.010, +0.090], clearly above 0"``."""
+    diff, low, high = float(difference["diff"]), float(difference["low"]), float(difference["high"])
+    words = {"above": "clearly above 0", "below": "clearly below 0"}.get(side(difference), "the interval includes 0")
+    return f"{diff:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}], {words}"
+
+
+def claim_sentence(claim: str, difference: Mapping[str, Any], claimed: str, magnitude: float = 0.0,
+                   digits: int = 3) -> str:
+    """One sentence stating a paper's claim as the paper's and this run's computed difference:
+    ``"The paper reports that <claim>. In this run the difference is <describe_difference>: the
+    claim is <claim_verdict>."``"""
+    outcome = claim_verdict(difference, claimed, magnitude)
+    size = f" by at least {magnitude:g}" if magnitude else ""
+    return (f"The paper reports that {claim}. In this run the difference is {describe_difference(difference, digits)} "
+            f"(claimed: {claimed}{size}): the claim is {outcome}.")
 
 
 def format_difference(difference: Mapping[str, Any], digits: int = 3) -> str:

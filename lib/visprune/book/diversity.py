@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from visprune import metrics
+from visprune.metrics.specs import SCORE_SPECS
 from visprune.book import plots
 from visprune.pruning import METHODS as METHOD_SPECS
 from visprune.pruning import spec as method_spec
@@ -61,9 +62,6 @@ __all__ = [
     "correlation_table",
     "plot_by_budget",
     "plot_paired",
-    "describe_diff",
-    "verdict",
-    "count_sides",
 ]
 
 #: Per-image columns carried by every record (the same for every question about an image).
@@ -271,23 +269,10 @@ def caption_scores(records: pd.DataFrame, ground_truth: dict, synonyms: Any = No
     return pd.concat(parts, ignore_index=True)
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> float:
-    total = float(np.sum(den))
-    return float(np.sum(num)) / total if total > 0 else 0.0
-
-
-#: Metrics of per-sample score tables: name -> (columns passed to the function, function).
-#: Caption metrics follow ALGORITHMS.md (CHAIR_I and recall are ratios of summed counts);
-#: ``accuracy`` works on question-answering records (column ``correct``), ``erank_kept`` on
-#: any records (for a per-image mean, pass one record per image, e.g. captioning runs).
+#: Metrics of per-sample score tables: name -> (columns passed to the function, function), as
+#: declared in :data:`visprune.metrics.specs.SCORE_SPECS` (with their directions).
 SCORE_METRICS: dict[str, tuple[tuple[str, ...], Callable[..., float]]] = {
-    "chair_s": (("hallucinated",), lambda h: float(np.mean(h))),
-    "chair_i": (("n_hallucinated", "n_mentions"), _ratio),
-    "recall": (("n_hits", "n_truth"), _ratio),
-    "length": (("n_words",), lambda w: float(np.mean(w))),
-    "accuracy": (("correct",), lambda z: float(np.mean(z))),
-    "erank_kept": (("erank_kept",), lambda e: float(np.mean(e))),
-}
+    name: (spec.columns, spec.function) for name, spec in SCORE_SPECS.items()}
 
 
 def _metric(name: str) -> tuple[tuple[str, ...], Callable[..., float]]:
@@ -496,40 +481,3 @@ def plot_paired(ax, table: pd.DataFrame, labels: Sequence[str], title: str | Non
     ax.set_yticklabels([", ".join(f"{row[c]}" for c in labels) for _, row in rows.iterrows()], fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
-
-
-def describe_diff(row: Any, digits: int = 3) -> str:
-    """A paired difference as text: ``"+0.050 [+0.010, +0.090], clearly above 0"``.
-
-    ``row`` has ``diff``, ``low`` and ``high`` (a row of :func:`paired_comparison`).
-    """
-    diff, low, high = float(row["diff"]), float(row["low"]), float(row["high"])
-    if low > 0:
-        verdict = "clearly above 0"
-    elif high < 0:
-        verdict = "clearly below 0"
-    else:
-        verdict = "the interval includes 0"
-    return f"{diff:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}], {verdict}"
-
-
-def verdict(row: Any, higher_is_better: bool = True) -> str:
-    """``"better"``, ``"worse"`` or ``"no clear difference"`` for method a against b in a paired row.
-
-    a is better when the whole interval of ``diff`` = a - b lies on the good side of 0 (above
-    for a metric where higher is better, such as accuracy or recall; below for CHAIR).
-    """
-    low, high = float(row["low"]), float(row["high"])
-    if low > 0:
-        return "better" if higher_is_better else "worse"
-    if high < 0:
-        return "worse" if higher_is_better else "better"
-    return "no clear difference"
-
-
-def count_sides(table: pd.DataFrame) -> dict[str, int]:
-    """How many paired intervals lie above 0, below 0, or include it: ``{"above", "below", "unclear"}``."""
-    _require_columns(table, ["low", "high"], "table")
-    above = int((table["low"] > 0).sum())
-    below = int((table["high"] < 0).sum())
-    return {"above": above, "below": below, "unclear": int(len(table) - above - below)}

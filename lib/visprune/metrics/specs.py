@@ -21,7 +21,7 @@ from visprune.metrics.calibration import bin_index, brier, ece, mce
 from visprune.metrics.pope import POPE_YES, accuracy, f1, precision, recall, yes_ratio
 from visprune.metrics.selective import aurc, eaurc
 
-__all__ = ["MetricSpec", "METRIC_SPECS", "METRICS", "BINARY_METRICS", "LOWER_IS_BETTER", "Resampled", "metric_value",
+__all__ = ["MetricSpec", "ScoreSpec", "SCORE_SPECS", "METRIC_SPECS", "METRICS", "BINARY_METRICS", "LOWER_IS_BETTER", "Resampled", "metric_value",
            "draw_indices"]
 
 
@@ -64,6 +64,41 @@ METRICS = tuple(METRIC_SPECS)
 #: Metrics defined only for POPE's yes/no answer set ("yes" is the positive class).
 BINARY_METRICS = tuple(n for n, s in METRIC_SPECS.items() if s.binary_only)
 LOWER_IS_BETTER = tuple(n for n, s in METRIC_SPECS.items() if s.direction == "lower")
+
+
+@dataclass(frozen=True)
+class ScoreSpec:
+    """A metric of per-sample score columns (captions' CHAIR counts, correctness, kept erank):
+    ``function(*columns)`` over the columns named, and its direction."""
+
+    name: str
+    label: str
+    direction: str | None
+    columns: tuple[str, ...]
+    function: Callable[..., float]
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> float:
+    """sum(num) / sum(den), 0 when the denominator sums to 0 (no mentions, no truth)."""
+    total = float(np.sum(den))
+    return float(np.sum(num)) / total if total > 0 else 0.0
+
+
+def _mean(x: np.ndarray) -> float:
+    return float(np.mean(x))
+
+
+#: Caption metrics follow ALGORITHMS.md, "CHAIR" (CHAIR_I and recall are ratios of summed
+#: counts); ``accuracy`` works on question-answering records (column ``correct``), ``erank_kept``
+#: on any records.
+SCORE_SPECS: dict[str, ScoreSpec] = {s.name: s for s in (
+    ScoreSpec("chair_s", "CHAIR_S", "lower", ("hallucinated",), _mean),
+    ScoreSpec("chair_i", "CHAIR_I", "lower", ("n_hallucinated", "n_mentions"), _ratio),
+    ScoreSpec("recall", "object recall", "higher", ("n_hits", "n_truth"), _ratio),
+    ScoreSpec("length", "caption length (words)", None, ("n_words",), _mean),
+    ScoreSpec("accuracy", "accuracy", "higher", ("correct",), _mean),
+    ScoreSpec("erank_kept", "erank of the kept tokens", None, ("erank_kept",), _mean),
+)}
 
 
 def _known(name: Any) -> str:
