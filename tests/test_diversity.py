@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from visprune import metrics
-from visprune.book import analysis, diversity, patch_maps, primer
+from visprune.book import diversity, patch_maps, primer, verdicts
 
 # ------------------------------------------------------------------------------ complexity groups
 
@@ -223,10 +223,10 @@ def test_calibration_explorer_redraws_on_a_new_temperature():
 def test_verdict_and_description_follow_the_interval():
     above = {"diff": 0.1, "low": 0.02, "high": 0.2}
     across = {"diff": 0.1, "low": -0.02, "high": 0.2}
-    assert analysis.verdict(above, higher_is_better=True) == "better"
-    assert analysis.verdict(above, higher_is_better=False) == "worse"
-    assert analysis.verdict(across, higher_is_better=True) == "no clear difference"
-    assert analysis.describe_difference(above, 2) == "+0.10 [+0.02, +0.20], clearly above 0"
+    assert verdicts.verdict(above, higher_is_better=True) == "better"
+    assert verdicts.verdict(above, higher_is_better=False) == "worse"
+    assert verdicts.verdict(across, higher_is_better=True) == "no clear difference"
+    assert verdicts.describe_difference(above, 2) == "+0.10 [+0.02, +0.20], clearly above 0"
 
 
 def test_run_configs_share_settings_across_chapters():
@@ -248,4 +248,4 @@ def test_paper_budgets_invert_the_mapping():
 
 def test_count_sides_by_hand():
     table = pd.DataFrame({"low": [0.1, -0.3, -0.1, -0.2], "high": [0.2, -0.1, 0.1, 0.0]})
-    assert analysis.count_sides(table) == {"above": 1, "below": 1, "unclear": 2}  # high = 0 touches 0
+    assert verdicts.count_sides(table) == {"above": 1, "below": 1, "unclear": 2}  # high = 0 touches 0

@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from visprune import metrics
-from visprune.book import plots, analysis as reporting  # noqa: E402
+from visprune.book import plots, verdicts, analysis as reporting  # noqa: E402
 
 HAND_PROBS = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
 HAND_LABELS = np.array([0, 1, 1, 1])
@@ -197,7 +197,7 @@ def test_paired_difference_of_a_run_with_itself_is_exactly_zero():
     grid = pd.concat([records("a", p, y), records("b", p, y)])
     d = reporting.paired_difference(grid, "a", "b", "ece", n_bootstrap=50)
     assert (d["diff"], d["low"], d["high"]) == (0.0, 0.0, 0.0)
-    assert reporting.direction(d) == "indistinguishable"
+    assert verdicts.direction(d) == "indistinguishable"
 
 
 def test_paired_difference_uses_only_samples_scored_in_both_runs():
@@ -222,7 +222,7 @@ def test_compare_runs_and_direction():
     assert acc["diff"] == -1.0 and acc["direction"] == "lower"
     ece = table[table["metric"] == "ece"].iloc[0]  # a: conf 0.6, acc 0 -> 0.6; b: conf 0.99, acc 1 -> 0.01
     assert ece["diff"] == pytest.approx(0.59) and ece["direction"] == "higher"
-    assert reporting.format_difference({"diff": -0.02, "low": -0.04, "high": 0.01}) == "-0.020 (95% CI -0.040 to +0.010)"
+    assert verdicts.format_difference({"diff": -0.02, "low": -0.04, "high": 0.01}) == "-0.020 (95% CI -0.040 to +0.010)"
 
 
 # ------------------------------------------------------------------------------ small helpers
@@ -354,12 +354,12 @@ def test_colors_are_fixed_per_method():
 ])
 def test_side_and_verdict_follow_the_metric_direction(low, high, where, ece_verdict, acc_verdict):
     d = {"diff": (low + high) / 2, "low": low, "high": high}
-    assert reporting.side(d) == where
-    assert reporting.verdict(d, "ece") == ece_verdict  # lower is better (its spec)
-    assert reporting.verdict(d, "accuracy") == acc_verdict
-    assert reporting.verdict(d, "chair_i") == ece_verdict  # a caption metric: lower is better
+    assert verdicts.side(d) == where
+    assert verdicts.verdict(d, "ece") == ece_verdict  # lower is better (its spec)
+    assert verdicts.verdict(d, "accuracy") == acc_verdict
+    assert verdicts.verdict(d, "chair_i") == ece_verdict  # a caption metric: lower is better
     with pytest.raises(ValueError, match="^metric: 'yes_ratio' has no better direction"):
-        reporting.verdict(d, "yes_ratio")
+        verdicts.verdict(d, "yes_ratio")
 
 
 @pytest.mark.parametrize("low, high, claimed, magnitude, expected", [
@@ -373,8 +373,8 @@ def test_side_and_verdict_follow_the_metric_direction(low, high, where, ece_verd
 ])
 def test_claim_verdict_with_the_magnitude_a_claim_needs(low, high, claimed, magnitude, expected):
     d = {"diff": (low + high) / 2, "low": low, "high": high}
-    assert reporting.claim_verdict(d, claimed, magnitude) == expected
-    sentence = reporting.claim_sentence("FastV degrades accuracy badly", d, claimed, magnitude, digits=2)
+    assert verdicts.claim_verdict(d, claimed, magnitude) == expected
+    sentence = verdicts.claim_sentence("FastV degrades accuracy badly", d, claimed, magnitude, digits=2)
     assert sentence.startswith("The paper reports that FastV degrades accuracy badly.")
     assert sentence.endswith(f"the claim is {expected}.")
     assert f"[{low:+.2f}, {high:+.2f}]" in sentence
@@ -383,6 +383,6 @@ def test_claim_verdict_with_the_magnitude_a_claim_needs(low, high, claimed, magn
 def test_claim_verdict_rejects_a_bad_claim():
     d = {"diff": 0.0, "low": -1.0, "high": 1.0}
     with pytest.raises(ValueError, match="^claimed: "):
-        reporting.claim_verdict(d, "worse")
+        verdicts.claim_verdict(d, "worse")
     with pytest.raises(ValueError, match="^magnitude: "):
-        reporting.claim_verdict(d, "lower", -0.1)
+        verdicts.claim_verdict(d, "lower", -0.1)

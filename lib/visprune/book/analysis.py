@@ -28,6 +28,9 @@ per-tie-group counts, on exactly the resamples :func:`visprune.metrics.bootstrap
 intervals therefore equal ``metrics.bootstrap_ci(metric, probs, labels, n_resamples=...,
 seed=...)`` and ``metrics.bootstrap_diff_ci(...)`` up to float rounding; tests/test_reporting.py
 checks that they do.
+
+Length: a little over 400 lines: the summary table and the paired difference share their
+record checks and bootstrap draws, and the labels and formatting helpers they print with.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from visprune import metrics
+from visprune.book.verdicts import direction
 from visprune.metrics.specs import (BINARY_METRICS, LOWER_IS_BETTER, METRIC_SPECS, METRICS, Resampled,  # noqa: F401
                                      draw_indices, metric_value)
 from visprune.pruning import METHODS as METHOD_SPECS
@@ -60,14 +63,6 @@ __all__ = [
     "chance_accuracy",
     "method_label",
     "format_interval",
-    "format_difference",
-    "direction",
-    "side",
-    "verdict",
-    "claim_verdict",
-    "claim_sentence",
-    "count_sides",
-    "describe_difference",
     "format_summary",
     "markdown_table",
 ]
@@ -365,11 +360,6 @@ def chance_accuracy(records: pd.DataFrame) -> float:
     return float(np.mean([1.0 / len(a) for a in ok["answers"]]))
 
 
-def _number(x: Any) -> str:
-    x = float(x)
-    return f"{x:g}"
-
-
 def method_label(method: str | None, params: Mapping[str, Any] | None = None) -> str:
     """A readable name for a method configuration (used in tables and legends): the method's
     registered display name (``visprune.pruning.spec(method).display(params)``).
@@ -414,98 +404,6 @@ def format_interval(value: float, low: float, high: float, digits: int = 3) -> s
     if low is None or high is None or math.isnan(float(low)) or math.isnan(float(high)):
         return f"{value:.{digits}f}"
     return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
-
-
-def side(difference: Mapping[str, Any]) -> str:
-    """Where a paired interval (``low``, ``high``) lies: ``"above"`` 0, ``"below"`` 0, or
-    ``"includes 0"``. Every verdict of the book is built on this one reading."""
-    low, high = float(difference["low"]), float(difference["high"])
-    if low > 0:
-        return "above"
-    if high < 0:
-        return "below"
-    return "includes 0"
-
-
-def direction(difference: Mapping[str, Any]) -> str:
-    """``"lower"``, ``"higher"`` or ``"indistinguishable"``: where the interval of a
-    :func:`paired_difference` lies relative to 0 (run_a compared with run_b)."""
-    return {"below": "lower", "above": "higher"}.get(side(difference), "indistinguishable")
-
-
-def _higher_is_better(metric: str | None, higher_is_better: bool | None) -> bool:
-    if higher_is_better is not None:
-        return bool(higher_is_better)
-    from visprune.metrics.specs import METRIC_SPECS, SCORE_SPECS
-
-    spec = METRIC_SPECS.get(metric) or SCORE_SPECS.get(metric)
-    if spec is None or spec.direction is None:
-        raise ValueError(f"metric: {metric!r} has no better direction; pass higher_is_better=True or False")
-    return spec.direction == "higher"
-
-
-def verdict(difference: Mapping[str, Any], metric: str | None = None, *, higher_is_better: bool | None = None) -> str:
-    """``"better"``, ``"worse"`` or ``"no clear difference"`` for a against b in a paired
-    difference (a - b): a is better when the whole interval lies on the metric's good side of 0
-    (its spec's direction: above for accuracy or recall, below for ECE or CHAIR)."""
-    good = "above" if _higher_is_better(metric, higher_is_better) else "below"
-    where = side(difference)
-    if where == "includes 0":
-        return "no clear difference"
-    return "better" if where == good else "worse"
-
-
-def claim_verdict(difference: Mapping[str, Any], claimed: str, magnitude: float = 0.0) -> str:
-    """A paper's claim that a - b is ``claimed`` ("lower" or "higher") by at least ``magnitude``
-    (0: any amount; e.g. 0.05 for "degrades badly" read as at least 5 points), judged on the
-    paired interval: ``"supported"`` when the whole interval lies beyond ``magnitude`` on the
-    claimed side, ``"contradicted"`` when it lies wholly on the other side of 0 or, for a claim
-    of a magnitude, wholly short of it, ``"inconclusive"`` otherwise."""
-    if claimed not in ("lower", "higher"):
-        raise ValueError(f"claimed: expected 'lower' or 'higher', got {claimed!r}")
-    if not (isinstance(magnitude, (int, float)) and magnitude >= 0):
-        raise ValueError(f"magnitude: expected a non-negative number, got {magnitude!r}")
-    sign = -1.0 if claimed == "lower" else 1.0
-    low, high = sorted((sign * float(difference["low"]), sign * float(difference["high"])))  # claimed side > 0
-    if low > magnitude:
-        return "supported"
-    if high < 0 or (magnitude > 0 and high < magnitude):
-        return "contradicted"
-    return "inconclusive"
-
-
-def count_sides(table: pd.DataFrame) -> dict[str, int]:
-    """How many paired intervals lie above 0, below 0, or include it: ``{"above", "below", "unclear"}``."""
-    _check_columns(table, ["low", "high"], "table")
-    sides = [side(row) for _, row in table.iterrows()]
-    return {"above": sides.count("above"), "below": sides.count("below"), "unclear": sides.count("includes 0")}
-
-
-def describe_difference(difference: Mapping[str, Any], digits: int = 3) -> str:
-    """A paired difference as text: ``"+0.050 [+0.010, +0.090], clearly above 0"``."""
-    diff, low, high = float(difference["diff"]), float(difference["low"]), float(difference["high"])
-    words = {"above": "clearly above 0", "below": "clearly below 0"}.get(side(difference), "the interval includes 0")
-    return f"{diff:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}], {words}"
-
-
-def claim_sentence(claim: str, difference: Mapping[str, Any], claimed: str, magnitude: float = 0.0,
-                   digits: int = 3) -> str:
-    """One sentence stating a paper's claim as the paper's and this run's computed difference:
-    ``"The paper reports that <claim>. In this run the difference is <describe_difference>: the
-    claim is <claim_verdict>."``"""
-    outcome = claim_verdict(difference, claimed, magnitude)
-    size = f" by at least {magnitude:g}" if magnitude else ""
-    return (f"The paper reports that {claim}. In this run the difference is {describe_difference(difference, digits)} "
-            f"(claimed: {claimed}{size}): the claim is {outcome}.")
-
-
-def format_difference(difference: Mapping[str, Any], digits: int = 3) -> str:
-    """``"-0.021 (95% CI -0.040 to -0.003)"`` for a :func:`paired_difference` result (signed).
-
-    >>> format_difference({"diff": -0.02, "low": -0.04, "high": 0.01})
-    '-0.020 (95% CI -0.040 to +0.010)'
-    """
-    return f"{difference['diff']:+.{digits}f} (95% CI {difference['low']:+.{digits}f} to {difference['high']:+.{digits}f})"
 
 
 def format_summary(summary: pd.DataFrame, metrics: Sequence[str] | None = None, *,

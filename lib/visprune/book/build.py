@@ -19,6 +19,9 @@ an unknown chapter or parameter, a ``-p`` without its value, a value its paramet
 (:data:`visprune.book.chapters.PARAMETER_RULES`) does not accept, a build folder that is a file or not
 writable, a kernel that is not installed. Ctrl-C stops with exit status 130; the chapters finished
 so far are kept, so the same command resumes where it stopped.
+
+Length: over 400 lines because one build is one flow (parameters checked against every
+chapter before anything runs, execution with stamps, staging, rendering) behind one command line.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ model's 144), so one parameter list means the same pruning ratios on every profi
 Every chapter parameter has a rule here (:data:`PARAMETER_RULES`, by name): the values it accepts.
 ``python -m visprune.book`` checks a ``-p`` override against it before any kernel starts, so a
 bad value is refused in one line that names the parameter, never inside a chapter.
+
+Length: over 400 lines because most of it is one declarative table, the rule for every chapter
+parameter (PARAMETER_RULES), which the build checks before executing anything.
 """
 
 from __future__ import annotations

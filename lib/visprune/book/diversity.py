@@ -27,6 +27,9 @@ per-sample records of :meth:`visprune.engine.Evaluator.grid` (columns ``dataset`
 Intervals are percentile bootstraps over samples from :func:`visprune.metrics.bootstrap_ci` and
 :func:`visprune.metrics.bootstrap_diff_ci` (ALGORITHMS.md, "Uncertainty"); a CHAIR_I resample
 recomputes the ratio of summed counts, exactly as CHAIR_I is defined, not a mean of ratios.
+
+Length: over 400 lines: Study B's per-image tables, its paired comparisons and its two
+figures belong to one chapter's analysis; its figures move to plots.py when that module has room.
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@ the one in ``benchmarks/prefill_and_selectors.py`` and ``benchmarks/fastv_prefil
     F(T) = L * (2 P_layer T + 4 T^2 h) + 2 h V
     P_layer = 2 h^2 + 2 h n_kv d_head + 3 h d_ff
     FastV at layer l, keeping K of N: l f(40 + N) + (L - l) f(40 + K) + 2 h V + the choice's own q/k work
+
+Length: over 400 lines because the performance chapter's tables, targets, findings and four
+figures read the same benchmark files and are kept together.
 """
 
 from __future__ import annotations
