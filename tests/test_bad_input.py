@@ -21,7 +21,6 @@ import torch
 from visprune import engine as evaluation
 from visprune.engine import cache as runcache
 from visprune.__main__ import main
-from visprune.toyworld import generate_toyworld
 from visprune.engine import Evaluator, RunConfig
 from visprune.engine.profiles import resolve_profile
 
@@ -33,13 +32,9 @@ NO_CUDA = not torch.cuda.is_available()
 def env(tmp_path_factory):
     """A toy world, a tiny model, a results folder holding one finished run, and bad things."""
     from safetensors.torch import save_file
-    from tiny_llava import build_tiny_llava
+    from tiny_llava import engine_assets
 
-    tmp = tmp_path_factory.mktemp("bad")
-    generate_toyworld(tmp / "world", n_images=40, pope_images=None, seed=5)
-    model, processor = build_tiny_llava()
-    model.save_pretrained(tmp / "model")
-    processor.save_pretrained(tmp / "model")
+    tmp = engine_assets(tmp_path_factory.mktemp("bad"), n_images=40, seed=5)
     corrupt = tmp / "corrupt-model"
     corrupt.mkdir()
     for p in (tmp / "model").iterdir():

@@ -19,7 +19,6 @@ import pandas as pd
 import pytest
 
 from visprune import engine as evaluation
-from visprune.toyworld import generate_toyworld
 from visprune.engine import Evaluator, RunConfig, plan_chunks, read_chunk, summarize, write_chunk
 from visprune.engine.profiles import resolve_profile
 
@@ -28,14 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    from tiny_llava import build_tiny_llava
+    from tiny_llava import engine_assets
 
-    tmp = tmp_path_factory.mktemp("engine")
-    generate_toyworld(tmp / "world", n_images=60, pope_images=None, seed=3)
-    model, processor = build_tiny_llava()
-    model.save_pretrained(tmp / "model")
-    processor.save_pretrained(tmp / "model")
-    return tmp
+    return engine_assets(tmp_path_factory.mktemp("engine"), n_images=60, seed=3)
 
 
 def _profile(assets, results):

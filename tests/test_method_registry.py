@@ -8,6 +8,10 @@ largest hidden-state norm). Each then runs end to end on a small toy world with 
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -23,7 +27,6 @@ from visprune.engine import Evaluator, RunConfig, method_parameters
 from visprune.engine.profiles import resolve_profile
 from visprune import pruning as methods
 from visprune.pruning import register, spec, unregister
-from visprune.toyworld import generate_toyworld
 
 PRE_COLOR, IN_COLOR = "#8c564b", "#17becf"
 
@@ -70,14 +73,9 @@ def registered():
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    from tiny_llava import build_tiny_llava
+    from tiny_llava import engine_assets
 
-    tmp = tmp_path_factory.mktemp("registry")
-    generate_toyworld(tmp / "world", n_images=24, pope_images=None, seed=5)
-    model, processor = build_tiny_llava()
-    model.save_pretrained(tmp / "model")
-    processor.save_pretrained(tmp / "model")
-    return tmp
+    return engine_assets(tmp_path_factory.mktemp("registry"), n_images=24, seed=5)
 
 
 def _profile(assets: Path, results: Path):
@@ -150,3 +148,33 @@ def test_command_line_summary_table_and_plot(registered, assets, tmp_path, capsy
     colours = {label: to_rgba((h[0] if isinstance(h, tuple) else h).get_color()) for h, label in zip(handles, labels)}
     assert colours.get("Norm (test)") == to_rgba(PRE_COLOR)
     assert colours.get("Norm in LLM (test) L=1") == to_rgba(IN_COLOR)
+
+
+NEW_METHOD_FILE = '''"""A method added as one file (tests/test_method_registry.py)."""
+
+import torch
+
+from visprune.pruning.registry import register
+
+
+@register("last_tokens", label="last tokens", color="#bcbd22")
+def last_tokens(features, saliency, k, *, skip: int = 0):
+    n = features.shape[1]
+    return torch.arange(n - k - skip, n - skip).expand(features.shape[0], k)
+'''
+
+
+def test_a_new_method_is_one_new_file(assets, tmp_path):
+    """Drop one module into a copy of the package: the command line runs it, nothing else edited."""
+    root = Path(__file__).resolve().parents[1] / "lib" / "visprune"
+    copy = tmp_path / "lib" / "visprune"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("__pycache__", "toy-llava"))
+    (copy / "pruning" / "last_tokens.py").write_text(NEW_METHOD_FILE)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "lib")}
+    out = subprocess.run(
+        [sys.executable, "-m", "visprune", "run", "--model", str(assets / "model"), "--world", str(assets / "world"),
+         "--results", str(tmp_path / "results"), "--no-progress", "--dataset", "pope-random",
+         "--method", "last_tokens", "--k", "3", "-P", "skip=1", "--n-samples", "6", "--device", "cpu"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "last_tokens-k3-skip1" in out.stdout

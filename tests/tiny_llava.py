@@ -161,3 +161,15 @@ def tiny_images(n: int, seed: int = 0, size: int = 40) -> list[Image.Image]:
     """``n`` random RGB images (``size`` px, resized by the processor to 32 px), seeded."""
     rng = np.random.default_rng(seed)
     return [Image.fromarray(rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def engine_assets(folder, n_images: int, seed: int):
+    """``folder`` holding a small toy world (``world/``) and a tiny LLaVA saved in the llava-hf
+    layout (``model/``): what the engine tests run a toy profile on."""
+    from visprune.toyworld import generate_toyworld
+
+    generate_toyworld(folder / "world", n_images=n_images, pope_images=None, seed=seed)
+    model, processor = build_tiny_llava()
+    model.save_pretrained(folder / "model")
+    processor.save_pretrained(folder / "model")
+    return folder

@@ -10,8 +10,12 @@
     ('DivPrune', 'in-llm')
 
 Built in: ``random``, ``saliency``, ``scope``, ``divprune``, ``adaptive`` (before the language
-model) and ``fastv`` (inside it); ``none`` keeps every token. See :mod:`.registry` for adding one.
+model) and ``fastv`` (inside it); ``none`` keeps every token. Adding one is one new module in this
+folder that calls :func:`register` (see :mod:`.registry`); it is imported here automatically.
 """
+
+import importlib
+import pkgutil
 
 from visprune.pruning._numerics import ROUNDING_C, cosine_similarity_matrix, rounding_delta
 from visprune.pruning.registry import (
@@ -19,8 +23,14 @@ from visprune.pruning.registry import (
     register, select, spec, unregister,
 )
 
-# The built-in methods register themselves on import, in this order (the order of tables and legends).
-from visprune.pruning import random, saliency, scope, divprune, adaptive, fastv  # noqa: E402,F401,I001
+# Every module of this folder is a method that registers itself on import: the built-in ones
+# first, in this order (the order of tables and legends), then any other module, by name. So a
+# new method is one new file here, and nothing else changes.
+_BUILT_IN = ("random", "saliency", "scope", "divprune", "adaptive", "fastv")
+_OTHERS = sorted(m.name for m in pkgutil.iter_modules(__path__)
+                 if m.name not in _BUILT_IN and m.name != "registry" and not m.name.startswith("_"))
+for _module in (*_BUILT_IN, *_OTHERS):
+    importlib.import_module(f"{__name__}.{_module}")
 from visprune.pruning.adaptive import (  # noqa: E402
     ADAPTIVE_DEFAULT_C, ADAPTIVE_DEFAULT_TAU_MAX, adaptive_select, adaptive_threshold,
 )

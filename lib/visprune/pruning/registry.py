@@ -25,7 +25,7 @@ profile before a run (adaptive's ``erank_ref``). ``records`` names per-image dia
 
 Adding a method::
 
-    # lib/visprune/pruning/my_method.py, imported in pruning/__init__.py
+    # lib/visprune/pruning/my_method.py (imported by the package on its own)
     @register("my_method", label="My method", color="#8c564b")
     def my_method(features, saliency, k, *, my_param: float = 1.0):
         ...  # return LongTensor (B, k)
