@@ -57,7 +57,7 @@ def timed(command: list[str], cwd: Path, env: dict) -> tuple[float, float, float
 
 
 def main(argv=None) -> int:
-    from visprune import book
+    from visprune.book import build as book
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--chapters", nargs="+", default=None, help="chapter names (default: every notebook chapter of _toc.yml)")

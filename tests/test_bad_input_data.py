@@ -45,6 +45,12 @@ def _snapshot(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C's default action, whatever the test runner inherited (a shell starts
+    background jobs with SIGINT ignored, and Python then never raises KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env.pop("VISPRUNE_DEBUG", None)
@@ -168,7 +174,8 @@ def test_ctrl_c_during_toyworld_generation(tmp_path, premade):
     """SIGINT to a running generation: one line, exit 130, and no world that passes as complete."""
     root = tmp_path / "w"
     proc = subprocess.Popen([sys.executable, "-m", "visprune.toyworld", "--out", str(root), "--n-images", "2000"],
-                            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)  # a background test run would pass SIGINT on ignored
     first = proc.stdout.readline()  # printed once the command has started its work
     assert "checking" in first
     proc.send_signal(signal.SIGINT)

@@ -77,7 +77,8 @@ def _start_book(root: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "visprune.book", "--chapter", "demo", "--kernel", "python3",
                              "--no-render"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # not inherited as ignored
 
 
 def test_ctrl_c_during_a_chapter_is_one_line_and_exit_130(tmp_path):

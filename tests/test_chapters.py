@@ -20,7 +20,7 @@ import shutil
 import nbformat
 import pytest
 
-from visprune import book
+from visprune.book import build as book
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_MODEL = ROOT / "lib" / "visprune" / "assets" / "toy-llava" / "config.json"
