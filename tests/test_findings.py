@@ -54,3 +54,34 @@ def test_scienceqa_findings_name_the_configurations():
     assert "accuracy not lower (interval not below 0): 1 (a @ 16)." in text
     assert "ECE higher than unpruned: 1 (c @ 16); accuracy lower than unpruned: 1 (b @ 16)." in text
     assert text.endswith("is supported for some pruned configurations in this run, not for all.")
+
+
+def _pooled(low=0.7):
+    return pd.DataFrame([{"run": "none", "method": "none", "accuracy": 0.8, "accuracy_low": low, "accuracy_high": 0.9,
+                          "n": 4}])
+
+
+def test_alpha_sweep_findings_count_lower_and_monotone_budgets():
+    diffs = pd.DataFrame([_diff("SCOPE α=0 − SCOPE α=1 @ 16", "ece", "lower"),
+                          _diff("SCOPE α=0 − SCOPE α=1 @ 16", "accuracy", "indistinguishable"),
+                          _diff("SCOPE α=0 − SCOPE α=1 @ 32", "ece", "indistinguishable"),
+                          _diff("SCOPE α=0 − SCOPE α=1 @ 32", "accuracy", "indistinguishable")])
+    scope = pd.DataFrame({"budget": [16, 16, 16, 32, 32, 32], "alpha": [0, 0.5, 1] * 2,
+                          "ece": [0.01, 0.02, 0.03, 0.02, 0.01, 0.03]})  # rises at 16, not at 32
+    text = findings.alpha_sweep_findings(_grid(), _pooled(), diffs, scope, budgets=[16, 32], alphas=[0, 0.5, 1],
+                                         profile=TOY)
+    assert "interval below 0 at 1 of 2 budgets, and the ECE point estimates rise steadily with α at 1 of 2" in text
+    assert text.endswith("does not support the claim that lowering α improves calibration at every budget. "
+                         "It does at some budgets.")
+
+
+def test_gap_power_findings_count_the_cells_the_default_wins():
+    best = pd.DataFrame([
+        {"alpha": 0.5, "budget": 16, "best p": 1, "ECE at best p": 0.02, "ECE at p = 1": 0.02,
+         "ECE difference [95% CI]": "", "ECE direction": "default best"},
+        {"alpha": 0.5, "budget": 32, "best p": 2, "ECE at best p": 0.01, "ECE at p = 1": 0.03,
+         "ECE difference [95% CI]": "-0.020 (95% CI -0.030 to -0.010)", "ECE direction": "lower"}])
+    text = findings.gap_power_findings(_grid(), _pooled(), best, profile=TOY)
+    assert "- α = 0.5, 32 tokens: lowest ECE at p = 2, 0.010 against 0.030 at p = 1" in text
+    assert "lowest ECE in 1 of 2 (α, budget) cells. Another p is better with an interval below 0 in 1 of 2." in text
+    assert text.endswith("the default is not always the best exponent, as the paper reports.")

@@ -11,7 +11,7 @@ import pandas as pd
 from visprune.book.analysis import chance_accuracy, format_interval
 from visprune.book.verdicts import budget_verdict, format_difference, listing, profile_sentence, row, skill_sentence
 
-__all__ = ["pope_calibration_findings", "scienceqa_calibration_findings"]
+__all__ = ["pope_calibration_findings", "scienceqa_calibration_findings", "alpha_sweep_findings", "gap_power_findings"]
 
 _SAID = {"lower": "lower than unpruned", "higher": "higher than unpruned", "indistinguishable": "interval includes 0"}
 _CAUTION = ("Where a claim does not hold here, this run does not support it; with the toy model and these sample "
@@ -85,4 +85,69 @@ def scienceqa_calibration_findings(grid: pd.DataFrame, summary: pd.DataFrame, di
         f"- ECE higher than unpruned: {len(higher_ece)} ({listing(higher_ece)}); accuracy lower than unpruned: "
         f"{len(lower_acc)} ({listing(lower_acc)}).", "",
         "The paper's claim (pruning lowers ECE with stable accuracy) " + claim,
+    ])
+
+
+def _pooled_skill(grid: pd.DataFrame, pooled: pd.DataFrame, profile: Any) -> str:
+    unpruned = pooled.loc[pooled["method"] == "none", "run"].item()
+    return profile_sentence(profile) + " " + _skill(grid, row(pooled, run=unpruned), unpruned, "pooled answers")
+
+
+def alpha_sweep_findings(grid: pd.DataFrame, pooled: pd.DataFrame, diffs: pd.DataFrame, scope: pd.DataFrame, *,
+                         budgets: Sequence[int], alphas: Sequence[float], profile: Any) -> str:
+    """The alpha-sweep chapter's findings (markdown). ``diffs``: ``analysis.compare_runs`` rows
+    "... @ <budget>" of SCOPE at the smallest alpha minus the largest, on ECE and accuracy;
+    ``scope``: the pooled summary rows of every SCOPE configuration (``budget``, ``alpha``, ``ece``)."""
+    words = {"lower": "interval below 0", "higher": "interval above 0", "indistinguishable": "interval includes 0"}
+    lines, n_lower, n_monotone = [], 0, 0
+    grid_text = ", ".join(f"{a:g}" for a in sorted(alphas))
+    for b in budgets:
+        at_b = diffs[diffs["comparison"].str.endswith(f"@ {b}")]
+        e, a = row(at_b, metric="ece"), row(at_b, metric="accuracy")
+        curve = scope[scope["budget"] == b].sort_values("alpha")["ece"].to_numpy()
+        monotone = bool((curve[1:] >= curve[:-1]).all())  # ECE never falls as alpha grows
+        n_lower += e["direction"] == "lower"
+        n_monotone += monotone
+        lines.append(f"- **{b} tokens.** ECE at α = {min(alphas):g}: {e['a']:.3f}; at α = {max(alphas):g}: {e['b']:.3f}; "
+                     f"difference {format_difference(e)} ({words[e['direction']]}). Accuracy difference "
+                     f"{format_difference(a)}. ECE {'rises steadily' if monotone else 'does not rise steadily'} "
+                     f"with α over the grid {grid_text}.")
+    n = len(budgets)
+    if n_lower == n:
+        claim = "This run supports the paper's claim at every budget."
+    else:
+        claim = ("This run does not support the claim that lowering α improves calibration at every budget."
+                 + (" It does at some budgets." if n_lower else ""))
+    return "\n".join([
+        _pooled_skill(grid, pooled, profile), "", *lines, "",
+        f"Lowering α lowers ECE with an interval below 0 at {n_lower} of {n} budgets, and the ECE point estimates "
+        f"rise steadily with α at {n_monotone} of {n} budgets. " + claim,
+    ])
+
+
+def gap_power_findings(grid: pd.DataFrame, pooled: pd.DataFrame, best_table: pd.DataFrame, *, profile: Any) -> str:
+    """The gap-power chapter's findings (markdown). ``best_table``: one row per (alpha, budget)
+    cell with ``best p``, ``ECE at best p``, ``ECE at p = 1``, ``ECE difference [95% CI]`` and
+    ``ECE direction`` ("default best", "lower", ...)."""
+    n_cells = len(best_table)
+    n_default = int((best_table["ECE direction"] == "default best").sum())
+    n_better = int((best_table["ECE direction"] == "lower").sum())
+    lines = []
+    for r in best_table.to_dict("records"):
+        cell = f"- α = {r['alpha']:g}, {r['budget']:g} tokens: "
+        if r["ECE direction"] == "default best":
+            lines.append(cell + f"lowest ECE at the default p = 1 ({r['ECE at p = 1']:.3f}).")
+        else:
+            lines.append(cell + f"lowest ECE at p = {r['best p']:g}, {r['ECE at best p']:.3f} against "
+                         f"{r['ECE at p = 1']:.3f} at p = 1; difference {r['ECE difference [95% CI]']}.")
+    if n_better:
+        claim = "So in this run the default is not always the best exponent, as the paper reports."
+    else:
+        claim = ("So this run does not show the default to be beaten beyond noise: "
+                 + ("another p has a lower point estimate in some cells, but its interval includes 0."
+                    if n_default < n_cells else "p = 1 is the best exponent in every cell."))
+    return "\n".join([
+        _pooled_skill(grid, pooled, profile), "", *lines, "",
+        f"The default p = 1 has the lowest ECE in {n_default} of {n_cells} (α, budget) cells. Another p is better "
+        f"with an interval below 0 in {n_better} of {n_cells}. " + claim,
     ])
