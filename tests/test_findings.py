@@ -85,3 +85,20 @@ def test_gap_power_findings_count_the_cells_the_default_wins():
     assert "- α = 0.5, 32 tokens: lowest ECE at p = 2, 0.010 against 0.030 at p = 1" in text
     assert "lowest ECE in 1 of 2 (α, budget) cells. Another p is better with an interval below 0 in 1 of 2." in text
     assert text.endswith("the default is not always the best exponent, as the paper reports.")
+
+
+def test_adaptive_findings_tally_verdicts_by_each_metric_direction():
+    per_image = pd.DataFrame({"erank_image": [1.0, 2.0, 3.0], "tau": [0.1, 0.2, 0.5]})
+    paired = pd.DataFrame([
+        {**_diff("x", "accuracy", "higher"), "dataset": "pope-random", "versus": "saliency"},   # better
+        {**_diff("x", "chair_i", "higher"), "dataset": "chair", "versus": "saliency"},          # more CHAIR: worse
+        {**_diff("x", "chair_i", "lower"), "dataset": "chair", "versus": "divprune"},           # better
+        {**_diff("x", "accuracy", "indistinguishable"), "dataset": "pope-random", "versus": "divprune"},
+    ])
+    summary = pd.DataFrame({"dataset": ["chair"] * 2, "method": ["adaptive", "saliency"], "budget": [16, 16],
+                            "chair_i": [0.2, 0.1]})
+    text, tally = findings.adaptive_findings(per_image, paired, summary, targets=[("chair", "chair_i", False)],
+                                             budgets=[16], tau_max=0.5)
+    assert int(tally["better"].sum()) == 2 and int(tally["worse"].sum()) == 1
+    assert "clearly better in 2, clearly worse in 1" in text and "33% of the images" in text
+    assert "chair (chair_i): saliency at 16" in text
