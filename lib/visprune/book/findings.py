@@ -13,7 +13,7 @@ from visprune.book.analysis import chance_accuracy, format_interval
 from visprune.book.verdicts import budget_verdict, format_difference, listing, profile_sentence, row, skill_sentence
 
 __all__ = ["pope_calibration_findings", "scienceqa_calibration_findings", "alpha_sweep_findings", "gap_power_findings",
-           "adaptive_findings"]
+           "adaptive_findings", "diversity_findings"]
 
 _SAID = {"lower": "lower than unpruned", "higher": "higher than unpruned", "indistinguishable": "interval includes 0"}
 _CAUTION = ("Where a claim does not hold here, this run does not support it; with the toy model and these sample "
@@ -192,3 +192,64 @@ The paper reports consistent gains from image-aware adjustments. Comparisons whe
 better support that on this toy model, clearly worse ones contradict it, and the rest cannot tell at this sample size.
 """
     return text, tally
+
+
+def diversity_findings(records: pd.DataFrame, erank: pd.DataFrame, paired: pd.DataFrame, group_diff: pd.DataFrame,
+                       correlations: pd.DataFrame, reference: dict, *, n_images: int, methods: Sequence[str],
+                       budgets: Sequence[int], complexity_by: str, threshold: float, n_bootstrap: int,
+                       seed: int) -> str:
+    """The attention-versus-diversity chapter's findings (markdown, Study B).
+
+    ``records``: captioning records with ``erank_kept``; ``erank``: the erank table per method
+    and budget (``erank_kept``, ``kept_share``); ``paired``: DivPrune minus saliency per budget
+    (``metric``, ``budget``); ``group_diff``: the same per complexity group; ``correlations``:
+    attention entropy against the image's erank, then against its object count; ``reference``:
+    the unpruned model's CHAIR_S, CHAIR_I, recall and length.
+    """
+    from visprune.book.diversity import paired_comparison
+    from visprune.book.verdicts import agreement, count_sides, describe_difference
+
+    kept_diff = {other: paired_comparison(records, "divprune", other, "erank_kept", by=("budget",),
+                                          n_bootstrap=n_bootstrap, seed=seed)
+                 for other in ("saliency", "random") if other in methods}
+    diversity_lines = []
+    for b in budgets:
+        d = row(erank, method="divprune", budget=b)
+        vs = "; ".join(f"minus {o}: {describe_difference(row(t, budget=b), 2)}" for o, t in kept_diff.items())
+        diversity_lines.append(f"  - {b} tokens: erank {d['erank_kept']:.2f}, {d['kept_share']:.0%} of the image's ({vs})")
+    if all(count_sides(t)["above"] == len(t) for t in kept_diff.values()):
+        kept_verdict = (f"DivPrune keeps clearly more diversity than {' and '.join(kept_diff)} at every budget, so this "
+                        "run does not reproduce the paper's finding that diversity-based pruning keeps less diversity "
+                        "than intended")
+    else:
+        kept_verdict = ("DivPrune is not clearly above every other method at every budget; where it is not, this run "
+                        "supports the paper's finding that diversity-based pruning keeps less diversity than intended")
+    chair_i_diff = paired[paired["metric"] == "chair_i"]
+    halluc = "; ".join(f"{int(r_['budget'])} tokens {describe_difference(r_)}" for _, r_ in chair_i_diff.iterrows())
+    group_text, group_verdict = [], []
+    for g, expected in (("simple", "above"), ("complex", "below")):
+        sub = group_diff[(group_diff["metric"] == "chair_i") & (group_diff["complexity"] == g)]
+        group_text.append(f"  - {g} images: " + "; ".join(f"{int(r_['budget'])} tokens {describe_difference(r_)}"
+                                                        for _, r_ in sub.iterrows()))
+        group_verdict.append(f"on {g} images this run {agreement(count_sides(sub), expected)}")
+    ent, ent_obj = correlations.iloc[0], correlations.iloc[1]
+    nl = "\n"
+    return f"""
+These are toy-world results ({n_images} captioned images; intervals are 95% paired bootstrap intervals).
+
+- **Diversity kept by DivPrune** (erank of its kept tokens, and its difference from the other methods on the same images):
+{nl.join(diversity_lines)}
+
+  {kept_verdict}.
+- **Hallucination, DivPrune minus saliency (CHAIR_I):** {halluc}. The paper reports more hallucination for
+  diversity-based pruning (differences above 0); this run {agreement(count_sides(chair_i_diff), "above")}.
+- **Simple versus complex images** (split by {complexity_by} at {threshold:.3g}; CHAIR_I, DivPrune minus saliency;
+  the paper implies above 0 on simple and below 0 on complex images):
+{nl.join(group_text)}
+
+  In short, {group_verdict[0]}; {group_verdict[1]}.
+- **Attention entropy:** Spearman correlation with the image's erank {ent['spearman']:.2f} [{ent['low']:.2f}, {ent['high']:.2f}],
+  with its object count {ent_obj['spearman']:.2f} [{ent_obj['low']:.2f}, {ent_obj['high']:.2f}].
+- **Unpruned reference:** CHAIR_S {reference['chair_s']:.3f}, CHAIR_I {reference['chair_i']:.3f},
+  recall {reference['recall']:.3f}, {reference['length']:.1f} words per caption.
+"""
