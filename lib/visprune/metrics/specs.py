@@ -42,65 +42,6 @@ def _top(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return p.max(axis=1), np.argmax(p, axis=1) == np.asarray(labels)
 
 
-def _spec(name, label, direction, plain, binary_only=False) -> MetricSpec:
-    return MetricSpec(name, label, direction, plain, lambda prepared, idx: prepared._values(name, idx), binary_only)
-
-
-_SPECS = (
-    _spec("accuracy", "accuracy", "higher", lambda p, y, b: accuracy(p, y)),
-    _spec("precision", "precision (yes)", "higher", lambda p, y, b: precision(p, y), True),
-    _spec("recall", "recall (yes)", "higher", lambda p, y, b: recall(p, y), True),
-    _spec("f1", "F1 (yes)", "higher", lambda p, y, b: f1(p, y), True),
-    _spec("yes_ratio", "yes-ratio", None, lambda p, y, b: yes_ratio(p), True),
-    _spec("ece", "ECE", "lower", lambda p, y, b: ece(p, y, n_bins=b)),
-    _spec("mce", "MCE", "lower", lambda p, y, b: mce(p, y, n_bins=b)),
-    _spec("brier", "Brier score", "lower", lambda p, y, b: brier(p, y)),
-    _spec("aurc", "AURC", "lower", lambda p, y, b: aurc(*_top(p, y))),
-    _spec("eaurc", "E-AURC", "lower", lambda p, y, b: eaurc(*_top(p, y))),
-)
-METRIC_SPECS: dict[str, MetricSpec] = {s.name: s for s in _SPECS}
-#: The metrics a summary can hold, in table order.
-METRICS = tuple(METRIC_SPECS)
-#: Metrics defined only for POPE's yes/no answer set ("yes" is the positive class).
-BINARY_METRICS = tuple(n for n, s in METRIC_SPECS.items() if s.binary_only)
-LOWER_IS_BETTER = tuple(n for n, s in METRIC_SPECS.items() if s.direction == "lower")
-
-
-@dataclass(frozen=True)
-class ScoreSpec:
-    """A metric of per-sample score columns (captions' CHAIR counts, correctness, kept erank):
-    ``function(*columns)`` over the columns named, and its direction."""
-
-    name: str
-    label: str
-    direction: str | None
-    columns: tuple[str, ...]
-    function: Callable[..., float]
-
-
-def _ratio(num: np.ndarray, den: np.ndarray) -> float:
-    """sum(num) / sum(den), 0 when the denominator sums to 0 (no mentions, no truth)."""
-    total = float(np.sum(den))
-    return float(np.sum(num)) / total if total > 0 else 0.0
-
-
-def _mean(x: np.ndarray) -> float:
-    return float(np.mean(x))
-
-
-#: Caption metrics follow ALGORITHMS.md, "CHAIR" (CHAIR_I and recall are ratios of summed
-#: counts); ``accuracy`` works on question-answering records (column ``correct``), ``erank_kept``
-#: on any records.
-SCORE_SPECS: dict[str, ScoreSpec] = {s.name: s for s in (
-    ScoreSpec("chair_s", "CHAIR_S", "lower", ("hallucinated",), _mean),
-    ScoreSpec("chair_i", "CHAIR_I", "lower", ("n_hallucinated", "n_mentions"), _ratio),
-    ScoreSpec("recall", "object recall", "higher", ("n_hits", "n_truth"), _ratio),
-    ScoreSpec("length", "caption length (words)", None, ("n_words",), _mean),
-    ScoreSpec("accuracy", "accuracy", "higher", ("correct",), _mean),
-    ScoreSpec("erank_kept", "erank of the kept tokens", None, ("erank_kept",), _mean),
-)}
-
-
 def _known(name: Any) -> str:
     if name not in METRIC_SPECS:
         raise ValueError(f"metric: unknown metric {name!r}; choose from {METRICS}")
@@ -159,7 +100,7 @@ class Resampled:
         w = None if weights is None else weights[idx].ravel()
         return np.bincount(flat, weights=w, minlength=r * n_groups).reshape(r, n_groups)
 
-    def _aurc(self, idx: np.ndarray) -> np.ndarray:
+    def aurc(self, idx: np.ndarray) -> np.ndarray:
         # risk(k) inside tie group g (start s0, size s, e errors, E errors before it) is
         # (E + (k - s0) e / s) / k; summed over k = s0+1 .. s0+s that is
         # E (H[s0+s] - H[s0]) + (e / s) (s - s0 (H[s0+s] - H[s0])), H the harmonic numbers.
@@ -174,47 +115,116 @@ class Resampled:
         total = err_before * h_gap + rate * (size - start * h_gap)
         return total.sum(axis=1) / self.n
 
-    def _eaurc(self, idx: np.ndarray) -> np.ndarray:
+    def eaurc(self, idx: np.ndarray) -> np.ndarray:
         n = self.n
         n_errors = np.rint((1.0 - self.hit)[idx].sum(axis=1)).astype(np.int64)  # (R,)
         right = n - n_errors
         harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1))])
         ideal = (n_errors - right * (harmonic[n] - harmonic[right])) / n
-        return np.maximum(self._aurc(idx) - ideal, 0.0)
+        return np.maximum(self.aurc(idx) - ideal, 0.0)
 
     def values(self, metric: str, idx: np.ndarray) -> np.ndarray:
         """(R,) values of ``metric`` on the resamples ``idx`` (R, n): its spec's resampled form."""
         return METRIC_SPECS[_known(metric)].resampled(self, idx)
 
-    def _values(self, metric: str, idx: np.ndarray) -> np.ndarray:
-        n = self.n
-        if metric == "accuracy":
-            return self.hit[idx].mean(axis=1)
-        if metric == "brier":
-            return self.brier_i[idx].mean(axis=1)
-        if metric == "yes_ratio":
-            return self.pred_yes[idx].mean(axis=1)
-        if metric in ("precision", "recall", "f1"):
-            tp = (self.pred_yes * self.label_yes)[idx].sum(axis=1)
-            predicted = self.pred_yes[idx].sum(axis=1)
-            actual = self.label_yes[idx].sum(axis=1)
-            prec = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-            rec = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
-            if metric == "precision":
-                return prec
-            if metric == "recall":
-                return rec
-            return np.divide(2 * prec * rec, prec + rec, out=np.zeros_like(tp), where=prec + rec > 0)
-        if metric in ("ece", "mce"):
-            count = self._per_group(idx, self.bin, self.n_bins, None)  # (R, B)
-            sum_conf = self._per_group(idx, self.bin, self.n_bins, self.conf)
-            sum_hit = self._per_group(idx, self.bin, self.n_bins, self.hit)
-            if metric == "ece":
-                return np.abs(sum_hit - sum_conf).sum(axis=1) / n
-            gap = np.divide(np.abs(sum_hit - sum_conf), count, out=np.zeros_like(sum_conf), where=count > 0)
-            return gap.max(axis=1)
-        if metric == "aurc":
-            return self._aurc(idx)
-        if metric == "eaurc":
-            return self._eaurc(idx)
-        raise ValueError(f"metric: no resampled form for {metric!r}")
+    # one resampled form per metric; each equals its spec's plain function on probs[idx_r], labels[idx_r]
+
+    def accuracy(self, idx: np.ndarray) -> np.ndarray:
+        return self.hit[idx].mean(axis=1)
+
+    def brier(self, idx: np.ndarray) -> np.ndarray:
+        return self.brier_i[idx].mean(axis=1)
+
+    def yes_ratio(self, idx: np.ndarray) -> np.ndarray:
+        return self.pred_yes[idx].mean(axis=1)
+
+    def _precision_recall(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        tp = (self.pred_yes * self.label_yes)[idx].sum(axis=1)
+        predicted = self.pred_yes[idx].sum(axis=1)
+        actual = self.label_yes[idx].sum(axis=1)
+        prec = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+        rec = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+        return prec, rec
+
+    def precision(self, idx: np.ndarray) -> np.ndarray:
+        return self._precision_recall(idx)[0]
+
+    def recall(self, idx: np.ndarray) -> np.ndarray:
+        return self._precision_recall(idx)[1]
+
+    def f1(self, idx: np.ndarray) -> np.ndarray:
+        prec, rec = self._precision_recall(idx)
+        return np.divide(2 * prec * rec, prec + rec, out=np.zeros_like(prec), where=prec + rec > 0)
+
+    def _bin_gaps(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        count = self._per_group(idx, self.bin, self.n_bins, None)  # (R, B)
+        sum_conf = self._per_group(idx, self.bin, self.n_bins, self.conf)
+        sum_hit = self._per_group(idx, self.bin, self.n_bins, self.hit)
+        return np.abs(sum_hit - sum_conf), count
+
+    def ece(self, idx: np.ndarray) -> np.ndarray:
+        return self._bin_gaps(idx)[0].sum(axis=1) / self.n
+
+    def mce(self, idx: np.ndarray) -> np.ndarray:
+        gap, count = self._bin_gaps(idx)
+        return np.divide(gap, count, out=np.zeros_like(gap), where=count > 0).max(axis=1)
+
+
+def _spec(name, label, direction, plain, binary_only=False) -> MetricSpec:
+    """A metric whose resampled form is the :class:`Resampled` method of the same name."""
+    return MetricSpec(name, label, direction, plain, getattr(Resampled, name), binary_only)
+
+
+_SPECS = (
+    _spec("accuracy", "accuracy", "higher", lambda p, y, b: accuracy(p, y)),
+    _spec("precision", "precision (yes)", "higher", lambda p, y, b: precision(p, y), True),
+    _spec("recall", "recall (yes)", "higher", lambda p, y, b: recall(p, y), True),
+    _spec("f1", "F1 (yes)", "higher", lambda p, y, b: f1(p, y), True),
+    _spec("yes_ratio", "yes-ratio", None, lambda p, y, b: yes_ratio(p), True),
+    _spec("ece", "ECE", "lower", lambda p, y, b: ece(p, y, n_bins=b)),
+    _spec("mce", "MCE", "lower", lambda p, y, b: mce(p, y, n_bins=b)),
+    _spec("brier", "Brier score", "lower", lambda p, y, b: brier(p, y)),
+    _spec("aurc", "AURC", "lower", lambda p, y, b: aurc(*_top(p, y))),
+    _spec("eaurc", "E-AURC", "lower", lambda p, y, b: eaurc(*_top(p, y))),
+)
+METRIC_SPECS: dict[str, MetricSpec] = {s.name: s for s in _SPECS}
+#: The metrics a summary can hold, in table order.
+METRICS = tuple(METRIC_SPECS)
+#: Metrics defined only for POPE's yes/no answer set ("yes" is the positive class).
+BINARY_METRICS = tuple(n for n, s in METRIC_SPECS.items() if s.binary_only)
+LOWER_IS_BETTER = tuple(n for n, s in METRIC_SPECS.items() if s.direction == "lower")
+
+
+@dataclass(frozen=True)
+class ScoreSpec:
+    """A metric of per-sample score columns (captions' CHAIR counts, correctness, kept erank):
+    ``function(*columns)`` over the columns named, and its direction."""
+
+    name: str
+    label: str
+    direction: str | None
+    columns: tuple[str, ...]
+    function: Callable[..., float]
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> float:
+    """sum(num) / sum(den), 0 when the denominator sums to 0 (no mentions, no truth)."""
+    total = float(np.sum(den))
+    return float(np.sum(num)) / total if total > 0 else 0.0
+
+
+def _mean(x: np.ndarray) -> float:
+    return float(np.mean(x))
+
+
+#: Caption metrics follow ALGORITHMS.md, "CHAIR" (CHAIR_I and recall are ratios of summed
+#: counts); ``accuracy`` works on question-answering records (column ``correct``), ``erank_kept``
+#: on any records.
+SCORE_SPECS: dict[str, ScoreSpec] = {s.name: s for s in (
+    ScoreSpec("chair_s", "CHAIR_S", "lower", ("hallucinated",), _mean),
+    ScoreSpec("chair_i", "CHAIR_I", "lower", ("n_hallucinated", "n_mentions"), _ratio),
+    ScoreSpec("recall", "object recall", "higher", ("n_hits", "n_truth"), _ratio),
+    ScoreSpec("length", "caption length (words)", None, ("n_words",), _mean),
+    ScoreSpec("accuracy", "accuracy", "higher", ("correct",), _mean),
+    ScoreSpec("erank_kept", "erank of the kept tokens", None, ("erank_kept",), _mean),
+)}
