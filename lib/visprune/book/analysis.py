@@ -188,16 +188,17 @@ def summary_table(
     if grid.empty:
         raise ValueError("grid: has no records; run some configurations first")
 
+    params = param_columns()  # read from the registry once per table
     rows = []
     for key, group in grid.groupby(by, sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         row: dict[str, Any] = dict(zip(by, key))
-        for col in ("method", "k", *param_columns()):
+        for col in ("method", "k", *params):
             if col in group and col not in row:
                 values = group[col].drop_duplicates()
                 if len(values) == 1:
                     row[col] = values.iloc[0]
-        row["label"] = method_label(row.get("method"), {c: row[c] for c in param_columns() if c in row})
+        row["label"] = method_label(row.get("method"), {c: row[c] for c in params if c in row})
         ok = group[group["status"] == "ok"]
         row["n"], row["n_failed"] = int(len(ok)), int(len(group) - len(ok))
         if ok.empty:
@@ -218,7 +219,7 @@ def summary_table(
                 row[f"{m}_low"], row[f"{m}_high"] = math.nan, math.nan
         rows.append(row)
     table = pd.DataFrame(rows)
-    first = [c for c in [*by, "method", "k", "label", *param_columns()] if c in table.columns]
+    first = [c for c in [*by, "method", "k", "label", *params] if c in table.columns]
     first = list(dict.fromkeys(first))
     metric_cols = [c for m in metric_names for c in (m, f"{m}_low", f"{m}_high") if c in table.columns]
     return table[first + ["n", "n_failed"] + metric_cols]
