@@ -1,5 +1,8 @@
-"""Calibration from probabilities over the answer set: ECE, MCE, classwise ECE, Brier score and
-the reliability table (ALGORITHMS.md, "Metrics"). Conventions: :mod:`visprune.metrics`."""
+"""Binned calibration estimators from probabilities over the answer set: ECE, MCE, class-wise
+ECE, equal-mass ECE, the ECE sweep, debiased ECE, the Brier score and the reliability table
+(ALGORITHMS.md, "Metrics"). Conventions: :mod:`visprune.metrics`. The kernel estimator is in
+:mod:`.smooth`, the noise floor in :mod:`.noise_floor`, the Brier decomposition in
+:mod:`.decomposition`."""
 
 from __future__ import annotations
 
@@ -196,3 +199,139 @@ def reliability_table(probs: Any, labels: Any, n_bins: int = 15) -> pd.DataFrame
             "gap": mean_acc - mean_conf,
         }
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Equal-mass bins: equal-mass ECE, the ECE sweep, debiased ECE (ALGORITHMS.md, "Metrics")
+# ---------------------------------------------------------------------------------------------
+
+
+def equal_mass_edges(confidence: Any, n_bins: int = 15) -> np.ndarray:
+    """Upper edges of ``n_bins`` equal-mass bins of ``confidence`` (the last edge is 1.0).
+
+    The rule of Kumar et al.'s released code (``calibration.get_equal_bins``): sort the
+    confidences, split them into ``min(n_bins, n)`` consecutive groups of sizes differing by at
+    most one (the first ``n mod B`` groups hold one more, as ``numpy.array_split``), and put an
+    edge half-way between the last confidence of a group and the first of the next. Repeated
+    edges (ties across a group boundary) merge their bins, so there may be fewer than
+    ``n_bins``. A confidence goes to the first bin whose edge is >= it (:func:`equal_mass_index`):
+    the bins depend only on the values, not on the order of the samples.
+
+    >>> equal_mass_edges([0.9, 0.6, 0.7, 0.8], n_bins=2).tolist()   # groups {0.6, 0.7}, {0.8, 0.9}
+    [0.75, 1.0]
+    """
+    conf = np.sort(v.real_vector(confidence, "confidence"))
+    n_bins = min(v.positive_int(n_bins, "n_bins"), max(len(conf), 1))
+    groups = np.array_split(conf, n_bins)
+    inner = [(a[-1] + b[0]) / 2.0 for a, b in zip(groups[:-1], groups[1:]) if len(a) and len(b)]
+    return np.unique(np.asarray([*inner, 1.0], dtype=np.float64))
+
+
+def equal_mass_index(confidence: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bin of each confidence under :func:`equal_mass_edges`: the first edge >= it."""
+    return np.minimum(np.searchsorted(edges, confidence, side="left"), len(edges) - 1)
+
+
+def _grouped(conf: np.ndarray, hit: np.ndarray, index: np.ndarray, n_groups: int):
+    """Per-bin (count, mean confidence, mean hit) of samples binned by ``index``, each (B,)."""
+    count = np.bincount(index, minlength=n_groups).astype(np.float64)
+    safe = np.maximum(count, 1.0)
+    return (count, np.bincount(index, weights=conf, minlength=n_groups) / safe,
+            np.bincount(index, weights=hit, minlength=n_groups) / safe)
+
+
+def _equal_mass_ece_of(conf: np.ndarray, hit: np.ndarray, n_bins: int) -> float:
+    edges = equal_mass_edges(conf, n_bins)
+    count, mean_conf, mean_hit = _grouped(conf, hit, equal_mass_index(conf, edges), len(edges))
+    return float(np.sum(count * np.abs(mean_hit - mean_conf)) / len(conf))
+
+
+def equal_mass_ece(probs: Any, labels: Any, n_bins: int = 15) -> float:
+    """Top-label ECE over equal-mass (adaptive) bins (ALGORITHMS.md, "Metrics").
+
+    As :func:`ece`, ``sum_b (n_b / n) |acc_b - conf_b|``, but the bins are the equal-mass bins
+    of :func:`equal_mass_edges`: each holds about ``n / B`` samples, so no bin is nearly empty
+    where confidences crowd (POPE's confidences sit near 1). The same value as
+    ``calibration.get_ece_em(probs, labels, num_bins=n_bins)`` of Kumar et al.'s package.
+
+    References: Nixon et al., "Measuring Calibration in Deep Learning", CVPR Workshops 2019;
+    Kumar, Liang and Ma, NeurIPS 2019.
+
+    >>> probs = [[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]
+    >>> # bins {0.6 wrong, 0.7 right}: |0.5 - 0.65|; {0.8 wrong, 0.9 right}: |0.5 - 0.85|
+    >>> round(equal_mass_ece(probs, [0, 1, 1, 1], n_bins=2), 10)
+    0.25
+    """
+    conf, _, hit = _top_label(probs, labels)
+    return _equal_mass_ece_of(conf, hit, n_bins)
+
+
+def _monotone_bins(conf: np.ndarray, hit: np.ndarray) -> int:
+    """The number of equal-mass bins the sweep settles on (see :func:`ece_sweep`)."""
+    n = len(conf)
+    chosen = 1
+    for b in range(2, n + 1):
+        edges = equal_mass_edges(conf, b)
+        count, _, mean_hit = _grouped(conf, hit, equal_mass_index(conf, edges), len(edges))
+        acc = mean_hit[count > 0]
+        if np.any(np.diff(acc) < 0):
+            break
+        chosen = b
+    return chosen
+
+
+def ece_sweep(probs: Any, labels: Any, return_bins: bool = False) -> float | tuple[float, int]:
+    """The monotonic sweep ECE of Roelofs et al. (2022) (ALGORITHMS.md, "Metrics").
+
+    Try ``b = 2, 3, ...`` equal-mass bins (:func:`equal_mass_edges`) and stop at the first ``b``
+    whose bin accuracies are not non-decreasing in confidence; the estimate is the equal-mass
+    ECE with the last monotone ``b`` (1 if even two bins are not monotone; ``n`` if every count
+    is). The choice of ``b`` thus adapts to n and to the data: a well-calibrated model's
+    accuracy rises with its confidence, and finer bins than the data can support start to
+    break that order. ``return_bins=True`` also returns ``b``.
+
+    Reference: Roelofs, Cain, Shlens and Mozer, "Mitigating Bias in Calibration Error
+    Estimation", AISTATS 2022.
+
+    >>> probs = [[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]
+    >>> ece_sweep(probs, [0, 0, 1, 0], return_bins=True)   # all right: accuracies 1 at every b, so b = n = 4
+    (0.25, 4)
+    """
+    conf, _, hit = _top_label(probs, labels)
+    b = _monotone_bins(conf, hit)
+    value = _equal_mass_ece_of(conf, hit, b)
+    return (value, b) if return_bins else value
+
+
+def _debiased_of(conf: np.ndarray, hit: np.ndarray, n_bins: int) -> float:
+    edges = equal_mass_edges(conf, n_bins)
+    count, mean_conf, mean_hit = _grouped(conf, hit, equal_mass_index(conf, edges), len(edges))
+    usable = count >= 2
+    term = (mean_hit - mean_conf) ** 2 - mean_hit * (1.0 - mean_hit) / np.maximum(count - 1.0, 1.0)
+    squared = float(np.sum(np.where(usable, count * term, 0.0)) / len(conf))
+    return float(np.sqrt(max(squared, 0.0)))
+
+
+def debiased_ece(probs: Any, labels: Any, n_bins: int = 15) -> float:
+    """Debiased (L2) calibration error of Kumar, Liang and Ma (2019) (ALGORITHMS.md, "Metrics").
+
+    Over the equal-mass bins of :func:`equal_mass_edges`, the plug-in squared error
+    ``(acc_b - conf_b)^2`` of each bin overstates the true one by the variance of ``acc_b``,
+    ``acc_b (1 - acc_b) / (n_b - 1)`` when estimated without bias; subtracting it gives
+
+        CE^2 = sum_b (n_b / n) [(acc_b - conf_b)^2 - acc_b (1 - acc_b) / (n_b - 1)]
+
+    over the bins with ``n_b >= 2`` (a bin of one sample adds 0), reported as
+    ``sqrt(max(CE^2, 0))``. It is an L2 error, so it is not on the scale of the L1 ECE; compare
+    it with itself. The same value as ``calibration.lower_bound_scaling_ce(probs, labels, p=2,
+    debias=True, num_bins=n_bins, binning_scheme=calibration.get_equal_bins, mode="top-label")``.
+
+    Reference: Kumar, Liang and Ma, "Verified Uncertainty Calibration", NeurIPS 2019.
+
+    >>> probs = [[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]
+    >>> # bins of two: (0.5 - 0.65)^2 - 0.25 and (0.5 - 0.85)^2 - 0.25 average to -0.12: clipped at 0
+    >>> debiased_ece(probs, [0, 1, 1, 1], n_bins=2)
+    0.0
+    """
+    conf, _, hit = _top_label(probs, labels)
+    return _debiased_of(conf, hit, n_bins)

@@ -17,9 +17,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from visprune.metrics.calibration import bin_index, brier, ece, mce
+from visprune.metrics.calibration import (_debiased_of, _equal_mass_ece_of, bin_index, brier, classwise_ece,
+                                          debiased_ece, ece, ece_sweep, equal_mass_ece, mce)
 from visprune.metrics.pope import POPE_YES, accuracy, f1, precision, recall, yes_ratio
 from visprune.metrics.selective import aurc, eaurc
+from visprune.metrics.smooth import _rows as _smooth_rows
+from visprune.metrics.smooth import smooth_ece
 
 __all__ = ["MetricSpec", "ScoreSpec", "SCORE_SPECS", "METRIC_SPECS", "METRICS", "BINARY_METRICS", "LOWER_IS_BETTER", "Resampled", "metric_value",
            "draw_indices"]
@@ -35,6 +38,10 @@ class MetricSpec:
     plain: Callable[[np.ndarray, np.ndarray, int], float]
     resampled: Callable[["Resampled", np.ndarray], np.ndarray]
     binary_only: bool = False
+    #: ``floor(conf (n,), hits (R, n), n_bins) -> (R,)``: the estimator on fixed top-label
+    #: confidences with R rows of correctness (the noise floor's draws); None for metrics that
+    #: are not top-label calibration estimators.
+    floor: Callable[[np.ndarray, np.ndarray, int], np.ndarray] | None = None
 
 
 def _top(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,6 +94,8 @@ class Resampled:
         self.brier_i = np.sum((probs - onehot) ** 2, axis=1)  # (n,)
         self.pred_yes = (pred == POPE_YES).astype(np.float64)  # (n,)
         self.label_yes = (labels == POPE_YES).astype(np.float64)  # (n,)
+        self.p_yes = probs[:, POPE_YES] if probs.shape[1] > POPE_YES else np.zeros(self.n)  # (n,)
+        self.bin_yes = bin_index(np.clip(self.p_yes, 0.0, 1.0), n_bins)  # (n,)
         self.bin = bin_index(self.conf, n_bins)  # (n,)
         # tie groups of the selective-risk curve: distinct confidences, most confident first
         levels, inverse = np.unique(-self.conf, return_inverse=True)
@@ -165,14 +174,50 @@ class Resampled:
     def ece(self, idx: np.ndarray) -> np.ndarray:
         return self._bin_gaps(idx)[0].sum(axis=1) / self.n
 
+    def ece_yes(self, idx: np.ndarray) -> np.ndarray:
+        sum_p = self._per_group(idx, self.bin_yes, self.n_bins, self.p_yes)  # (R, B)
+        sum_y = self._per_group(idx, self.bin_yes, self.n_bins, self.label_yes)
+        return np.abs(sum_y - sum_p).sum(axis=1) / self.n
+
+    def smece(self, idx: np.ndarray) -> np.ndarray:
+        counts = self._per_group(idx, np.arange(self.n), self.n, None)  # (R, n) times each sample is drawn
+        return _smooth_rows(self.conf, np.broadcast_to(self.hit, counts.shape), counts)
+
+    def _looped(self, of: Callable[[np.ndarray, np.ndarray], float], idx: np.ndarray) -> np.ndarray:
+        """A metric whose bins move with the resample (equal-mass bins), one resample at a time."""
+        return np.array([of(self.conf[row], self.hit[row]) for row in idx])
+
+    def ece_em(self, idx: np.ndarray) -> np.ndarray:
+        return self._looped(lambda c, z: _equal_mass_ece_of(c, z, self.n_bins), idx)
+
+    def debiased_ece(self, idx: np.ndarray) -> np.ndarray:
+        return self._looped(lambda c, z: _debiased_of(c, z, self.n_bins), idx)
+
+    def ece_sweep(self, idx: np.ndarray) -> np.ndarray:
+        probs = lambda c: np.stack([c, 1.0 - c], axis=1)  # top-label form: class 0 is the prediction
+        return self._looped(lambda c, z: ece_sweep(probs(c), (z == 0).astype(np.int64)), idx)
+
     def mce(self, idx: np.ndarray) -> np.ndarray:
         gap, count = self._bin_gaps(idx)
         return np.divide(gap, count, out=np.zeros_like(gap), where=count > 0).max(axis=1)
 
 
-def _spec(name, label, direction, plain, binary_only=False) -> MetricSpec:
+def _spec(name, label, direction, plain, binary_only=False, floor=None) -> MetricSpec:
     """A metric whose resampled form is the :class:`Resampled` method of the same name."""
-    return MetricSpec(name, label, direction, plain, getattr(Resampled, name), binary_only)
+    return MetricSpec(name, label, direction, plain, getattr(Resampled, name), binary_only, floor)
+
+
+def _ece_floor(conf: np.ndarray, hits: np.ndarray, n_bins: int) -> np.ndarray:
+    """Binned ECE of fixed confidences with R rows of correctness: (R,)."""
+    one_hot = np.eye(n_bins)[bin_index(conf, n_bins)]  # (n, B)
+    gap = hits @ one_hot - conf @ one_hot  # (R, B): sum of hits minus sum of confidences per bin
+    return np.abs(gap).sum(axis=1) / len(conf)
+
+
+def _per_row(of: Callable[[np.ndarray, np.ndarray, int], float]):
+    return lambda conf, hits, n_bins: np.array([of(conf, row, n_bins) for row in hits])
+
+
 
 
 _SPECS = (
@@ -181,7 +226,16 @@ _SPECS = (
     _spec("recall", "recall (yes)", "higher", lambda p, y, b: recall(p, y), True),
     _spec("f1", "F1 (yes)", "higher", lambda p, y, b: f1(p, y), True),
     _spec("yes_ratio", "yes-ratio", None, lambda p, y, b: yes_ratio(p), True),
-    _spec("ece", "ECE", "lower", lambda p, y, b: ece(p, y, n_bins=b)),
+    _spec("ece", "ECE", "lower", lambda p, y, b: ece(p, y, n_bins=b), floor=_ece_floor),
+    _spec("smece", "SmoothECE", "lower", lambda p, y, b: smooth_ece(p, y),
+          floor=lambda conf, hits, b: _smooth_rows(conf, hits)),
+    _spec("ece_em", "equal-mass ECE", "lower", lambda p, y, b: equal_mass_ece(p, y, n_bins=b),
+          floor=_per_row(_equal_mass_ece_of)),
+    _spec("ece_sweep", "ECE sweep", "lower", lambda p, y, b: ece_sweep(p, y)),
+    _spec("debiased_ece", "debiased ECE (L2)", "lower", lambda p, y, b: debiased_ece(p, y, n_bins=b),
+          floor=_per_row(_debiased_of)),
+    _spec("ece_yes", "ECE of P(yes)", "lower", lambda p, y, b: classwise_ece(p, y, n_bins=b, class_index=POPE_YES),
+          True),
     _spec("mce", "MCE", "lower", lambda p, y, b: mce(p, y, n_bins=b)),
     _spec("brier", "Brier score", "lower", lambda p, y, b: brier(p, y)),
     _spec("aurc", "AURC", "lower", lambda p, y, b: aurc(*_top(p, y))),
