@@ -54,7 +54,17 @@ class AnswerLogits:
     @classmethod
     def of(cls, answer_logits: Sequence[Sequence[Sequence[float]]]) -> "AnswerLogits":
         """From one entry per sample: a list per answer of its tokens' logits (a record's
-        ``answer_logits``)."""
+        ``answer_logits``), or from an (n, C) array of logits (one token per answer, the
+        classifier case of Guo et al.)."""
+        if isinstance(answer_logits, np.ndarray) or (hasattr(answer_logits, "detach") and hasattr(answer_logits, "ndim")):
+            matrix = np.asarray(answer_logits.detach().cpu() if hasattr(answer_logits, "detach") else answer_logits,
+                                dtype=np.float64)
+            if matrix.ndim == 2:
+                if matrix.shape[1] < 2 or not np.all(np.isfinite(matrix)):
+                    raise ValueError(f"answer_logits: an (n, C) logit array needs C >= 2 finite columns, got {matrix.shape}")
+                n, c = matrix.shape
+                return cls(matrix.ravel(), np.repeat(np.arange(n), c), np.tile(np.arange(c), n), n, c)
+            answer_logits = answer_logits.tolist()
         if isinstance(answer_logits, (str, bytes)) or not hasattr(answer_logits, "__len__"):
             raise ValueError("answer_logits: expected one list per sample of per-answer logit lists")
         logit, sample, answer, width = [], [], [], 0
@@ -107,6 +117,8 @@ def temperature_probs(answer_logits: Any, temperature: float) -> np.ndarray:
     >>> temperature_probs([[[2.0], [0.0]]], 1.0).round(4).tolist()   # softmax(2, 0)
     [[0.8808, 0.1192]]
     >>> temperature_probs([[[2.0], [0.0]]], 2.0).round(4).tolist()   # softmax(1, 0)
+    [[0.7311, 0.2689]]
+    >>> temperature_probs(np.array([[2.0, 0.0]]), 2.0).round(4).tolist()   # the same, from an (n, C) array
     [[0.7311, 0.2689]]
     """
     return np.exp(_logits(answer_logits).log_probs(_check_temperature(temperature)))
