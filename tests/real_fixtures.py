@@ -112,6 +112,8 @@ SCIENCEQA = {
                hint="Look at the objects.", image="image.png", split="test", size=(320, 240)),
     "15": dict(question="Which animal is shown?", choices=["giraffe", "dog"], answer=0, hint="", image="image.png",
                split="train", size=(240, 240)),
+    "16": dict(question="Which object is red?", choices=["the box", "the sky", "the grass"], answer=0, hint="",
+               image="image.png", split="val", size=(256, 192)),  # the validation split recalibration fits on
 }
 
 

@@ -24,8 +24,9 @@ def _records(dataset: str, answers: list[str], n: int = 40, seed: int = 0) -> pd
 
 
 def test_every_data_set_is_declared_once_with_a_known_task():
-    assert DATASETS == tuple(DATASET_SPECS) == ("pope-random", "pope-popular", "pope-adversarial", "scienceqa",
-                                                "chair")
+    assert DATASETS == tuple(DATASET_SPECS) == ("pope-random", "pope-random-val", "pope-popular", "pope-popular-val",
+                                                "pope-adversarial", "pope-adversarial-val", "scienceqa",
+                                                "scienceqa-val", "chair")
     assert {spec.task for spec in DATASET_SPECS.values()} <= set(TASKS)
     assert dataset_spec("pope-adversarial").answers == ("yes", "no")
     with pytest.raises(ValueError, match="^dataset: unknown data set 'vqav2'"):

@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 #: What Study A reports for every run.
-DEFAULT_METRICS = ("accuracy", "f1", "yes_ratio", "ece", "brier", "aurc")
+DEFAULT_METRICS = ("accuracy", "f1", "yes_ratio", "ece", "smece", "brier", "aurc")
 
 
 # ------------------------------------------------------------------------------ records -> arrays

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from visprune.engine import DATASETS, Evaluator, model_shape
+from visprune.engine import Evaluator, model_shape
 from visprune.pruning import pre_llm_methods
-from visprune.engine.profiles import PROFILES, Profile, resolve_profile
+from visprune.engine.profiles import POPE_SPLITS, PROFILES, Profile, resolve_profile
 
 #: The papers' token budgets, out of LLaVA-1.5's 576 visual tokens.
 PAPER_BUDGETS = (64, 128, 192)
@@ -329,8 +329,8 @@ def _complexity_measures() -> tuple:
     return COMPLEXITY_BY
 
 
-#: POPE's splits, as the engine names its POPE data sets (``pope-<split>`` in ``DATASETS``).
-_SPLITS = tuple(d.removeprefix("pope-") for d in DATASETS if d.startswith("pope-"))
+#: POPE's splits (the engine's POPE data sets are ``pope-<split>`` and their fitting splits ``pope-<split>-val``).
+_SPLITS = tuple(POPE_SPLITS)
 #: Methods whose kept patches a chapter can draw without run-specific inputs: the pre-LLM
 #: selectors except ``adaptive``, whose ``erank_ref`` only the adaptive chapter measures.
 DRAWN_METHODS = tuple(m for m in pre_llm_methods() if m != "adaptive")
@@ -367,6 +367,10 @@ PARAMETER_RULES: dict[str, Rule] = {
     "n_samples": Integer(1, none="the whole data set"),
     "n_pope": Integer(1, none="the whole split"),
     "n_scienceqa": Integer(1, none="every test problem"),
+    "sqa_samples": Integer(1, none="every test problem"),
+    "n_fit": Integer(1, none="the whole fitting split"),
+    "sqa_fit": Integer(1, none="the whole validation split"),
+    "n_draws": Integer(1),
     "n_captions": Integer(1, none="the profile's number of caption images"),
     "max_new_tokens": Integer(1, none="the profile's caption length"),
     "c": Real(0.0),

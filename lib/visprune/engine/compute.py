@@ -15,7 +15,7 @@ from visprune.pruning import spec as method_spec
 #: The per-sample record's own columns, in table order (metadata columns follow, sorted).
 RECORD_COLUMNS = (
     "sample_id", "image_id", "order", "status", "error", "label", "answers", "probs", "confidence",
-    "prediction", "pred_answer", "correct", "answer_mass", "answer_token_ids", "caption", "tokens_kept",
+    "prediction", "pred_answer", "correct", "answer_mass", "answer_token_ids", "answer_logits", "caption", "tokens_kept",
     "erank_kept", "erank_image", "attn_entropy",
 )  # then each method's declared per-image diagnostics (MethodSpec.records, e.g. adaptive's tau)
 
@@ -113,6 +113,7 @@ def compute_records(llava, config: RunConfig, samples: list, positions: list[int
                         "correct": bool(pred == batch_samples[j].label),
                         "answer_mass": float(out.answer_mass[j]),
                         "answer_token_ids": [list(map(int, ids)) for ids in out.answer_ids[j]],
+                        "answer_logits": out.answer_logits[j],
                     })
             if selection.keep is not None:  # chosen per image: one erank per image, shared
                 erank_kept = kept_erank[b][torch.as_tensor(image_index)]

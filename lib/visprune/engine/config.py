@@ -15,7 +15,7 @@ from visprune.pruning import spec as method_spec
 from visprune.engine.datasets import DATASETS
 
 #: Bump when the meaning or layout of the records changes (invalidates every cache).
-ENGINE_VERSION = "4"
+ENGINE_VERSION = "5"
 
 
 # ------------------------------------------------------------------------------ method parameters

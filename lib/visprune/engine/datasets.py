@@ -7,6 +7,16 @@ metrics :func:`visprune.engine.summary.summarize` reports for it, the files whos
 defines it (hashed into the run key) and the profile paths it needs. The engine, the command
 line and the chapters read :data:`DATASETS` and :func:`dataset_spec`; nothing else lists data
 sets.
+
+Fitting splits. Recalibration (``visprune.book.recalibration``) fits on a split that shares no
+sample with the evaluated one, named by the test set's ``validation`` field:
+
+- ``pope-<split>-val``: on the toy profile, the toy world's validation POPE files (questions
+  on the validation images); on a real profile, which has no POPE validation file, the POPE
+  questions of the *fitting images*: the images whose name hashes into one fifth of the hash
+  space (:func:`fitting_image`, SHA-256, so the choice is fixed, documented and independent of
+  order). The recalibration chapter evaluates only test samples whose image was not fitted on.
+- ``scienceqa-val``: ScienceQA's official ``val`` split (IMG subset), on every profile.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ from typing import Any, Callable
 from visprune.engine.profiles import POPE_SPLITS, Profile
 
 __all__ = ["TASKS", "DatasetSpec", "DATASET_SPECS", "DATASETS", "dataset_spec", "require", "ensure_toy_world",
-           "load_samples", "dataset_files", "chair_truth"]
+           "load_samples", "dataset_files", "chair_truth", "fitting_image", "FIT_SHARE"]
 
 TASKS = ("binary", "multiple-choice", "captioning")
 _QA_METRICS = ("accuracy", "ece", "mce", "brier", "aurc", "eaurc", "answer_mass")
@@ -47,6 +57,7 @@ class DatasetSpec:
     prompt: str  # the reader's prompt builder, for the record (visprune.instrument.prompts)
     answers: tuple[str, ...] | None = None  # the answer set when fixed; None: per sample
     draws_samples: bool = False  # n_samples draws images with sample_seed (CHAIR) instead of a prefix
+    validation: str | None = None  # the data set recalibration fits on for this one (module docstring)
 
 
 def _pope_reader(split: str) -> Callable[[Profile, Any], list]:
@@ -64,10 +75,40 @@ def _pope_files(split: str) -> Callable[[Profile], list[Path]]:
     return lambda profile: [Path(profile.pope_files[split])]
 
 
-def _read_scienceqa(profile: Profile, config: Any) -> list:
-    from visprune.datasets import read_scienceqa
+#: One image in FIT_SHARE is a fitting image on a profile without a POPE validation file.
+FIT_SHARE = 5
 
-    return read_scienceqa(profile.scienceqa_root, split="test", img_only=True)
+
+def fitting_image(image_id: str) -> bool:
+    """Whether an image belongs to the fitting images of a real profile's POPE (module docstring):
+    the first 8 bytes of SHA-256 of its name, as an integer, are divisible by :data:`FIT_SHARE`."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(str(image_id).encode()).digest()[:8], "little") % FIT_SHARE == 0
+
+
+def _pope_val_reader(split: str) -> Callable[[Profile, Any], list]:
+    def read(profile: Profile, config: Any) -> list:
+        from visprune.datasets import read_pope
+
+        if profile.pope_val_files:
+            return read_pope(profile.pope_val_files[split], profile.pope_val_images, split)
+        return [s for s in _pope_reader(split)(profile, config) if fitting_image(s.image_id)]
+
+    return read
+
+
+def _pope_val_files(split: str) -> Callable[[Profile], list[Path]]:
+    return lambda profile: [Path((profile.pope_val_files or profile.pope_files)[split])]
+
+
+def _scienceqa_reader(split: str) -> Callable[[Profile, Any], list]:
+    def read(profile: Profile, config: Any) -> list:
+        from visprune.datasets import read_scienceqa
+
+        return read_scienceqa(profile.scienceqa_root, split=split, img_only=True)
+
+    return read
 
 
 def _read_captions(profile: Profile, config: Any) -> list:
@@ -78,14 +119,21 @@ def _read_captions(profile: Profile, config: Any) -> list:
 
 def _specs() -> dict[str, DatasetSpec]:
     specs = {}
+    pope_metrics = _QA_METRICS + ("precision", "recall", "f1", "yes_ratio")
     for split in POPE_SPLITS:
         specs[f"pope-{split}"] = DatasetSpec(
             f"pope-{split}", "binary", f"POPE ({split})", _pope_reader(split), _pope_files(split),
-            (_POPE_FILES, _COCO_IMAGES), _QA_METRICS + ("precision", "recall", "f1", "yes_ratio"),
-            "prompts.pope_question", ("yes", "no"))
+            (_POPE_FILES, _COCO_IMAGES), pope_metrics, "prompts.pope_question", ("yes", "no"),
+            validation=f"pope-{split}-val")
+        specs[f"pope-{split}-val"] = DatasetSpec(
+            f"pope-{split}-val", "binary", f"POPE ({split}), fitting split", _pope_val_reader(split),
+            _pope_val_files(split), (_POPE_FILES, _COCO_IMAGES), pope_metrics, "prompts.pope_question", ("yes", "no"))
+    sqa_files = lambda p: [p.scienceqa_root / "problems.json", p.scienceqa_root / "pid_splits.json"]  # noqa: E731
     specs["scienceqa"] = DatasetSpec(
-        "scienceqa", "multiple-choice", "ScienceQA-IMG", _read_scienceqa,
-        lambda p: [p.scienceqa_root / "problems.json", p.scienceqa_root / "pid_splits.json"],
+        "scienceqa", "multiple-choice", "ScienceQA-IMG", _scienceqa_reader("test"), sqa_files,
+        (_SCIENCEQA,), _QA_METRICS, "prompts.scienceqa_question", validation="scienceqa-val")
+    specs["scienceqa-val"] = DatasetSpec(
+        "scienceqa-val", "multiple-choice", "ScienceQA-IMG, validation split", _scienceqa_reader("val"), sqa_files,
         (_SCIENCEQA,), _QA_METRICS, "prompts.scienceqa_question")
     specs["chair"] = DatasetSpec(
         "chair", "captioning", "CHAIR (COCO captions)", _read_captions, lambda p: [Path(p.coco_instances)],
@@ -119,7 +167,8 @@ def ensure_toy_world(profile: Profile) -> None:
     """Generate the toy world (seeded, idempotent) if the profile's files are not there yet."""
     if profile.name != "toy" or profile.world is None:
         return
-    needed = [*profile.pope_files.values(), profile.scienceqa_root / "problems.json", profile.coco_instances]
+    needed = [*profile.pope_files.values(), *profile.pope_val_files.values(), profile.scienceqa_root / "problems.json",
+              profile.coco_instances]
     if all(Path(p).is_file() for p in needed):
         return
     from visprune.toyworld import generate_toyworld

@@ -65,6 +65,8 @@ class Profile:
     results: Path
     world: Path | None = None  # the toy world root (toy profile only)
     pope_pattern: str = "coco_pope_{split}.json"
+    pope_val_pattern: str | None = None  # POPE questions on validation images (toy world); None: none
+    pope_val_images: Path | None = None
     instances_name: str = "instances_val2014.json"
     captions_name: str = "captions_val2014.json"
     chair_images: int | None = REAL_CHAIR_IMAGES
@@ -76,6 +78,14 @@ class Profile:
         if self.pope_dir is None:
             return {}
         return {s: Path(self.pope_dir) / self.pope_pattern.format(split=s) for s in POPE_SPLITS}
+
+    @property
+    def pope_val_files(self) -> dict:
+        """split -> POPE validation question file; {} when the profile has none (a real profile:
+        recalibration then fits on held-out images, ``visprune.engine.datasets.fitting_image``)."""
+        if self.pope_dir is None or self.pope_val_pattern is None:
+            return {}
+        return {s: Path(self.pope_dir) / self.pope_val_pattern.format(split=s) for s in POPE_SPLITS}
 
     @property
     def pope_images(self) -> Path | None:
@@ -131,6 +141,8 @@ def resolve_profile(
             results=results_dir,
             world=world_dir,
             pope_pattern="toy_pope_{split}.json",
+            pope_val_pattern="toy_pope_val_{split}.json",
+            pope_val_images=world_dir / "images" / "val",
             instances_name="instances_test.json",
             captions_name="captions_test.json",
             chair_images=None,

@@ -4,7 +4,7 @@ A *run* is one model, one data set and one method configuration. It produces one
 per-sample records (one row per sample)::
 
     sample_id, image_id, order, status, error, label, answers, probs, confidence, prediction,
-    pred_answer, correct, answer_mass, answer_token_ids, caption, tokens_kept, erank_kept,
+    pred_answer, correct, answer_mass, answer_token_ids, answer_logits, caption, tokens_kept, erank_kept,
     erank_image, attn_entropy, + the method's declared diagnostics (adaptive: tau), + the sample's metadata (split, n_objects, scene, ...)
 
 How a run is executed:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from visprune.metrics.calibration import (_debiased_of, _equal_mass_ece_of, bin_index, brier, classwise_ece,
+from visprune.metrics.calibration import (_debiased_of, _equal_mass_ece_of, _monotone_bins, bin_index, brier, classwise_ece,
                                           debiased_ece, ece, ece_sweep, equal_mass_ece, mce)
 from visprune.metrics.pope import POPE_YES, accuracy, f1, precision, recall, yes_ratio
 from visprune.metrics.selective import aurc, eaurc
@@ -194,8 +194,7 @@ class Resampled:
         return self._looped(lambda c, z: _debiased_of(c, z, self.n_bins), idx)
 
     def ece_sweep(self, idx: np.ndarray) -> np.ndarray:
-        probs = lambda c: np.stack([c, 1.0 - c], axis=1)  # top-label form: class 0 is the prediction
-        return self._looped(lambda c, z: ece_sweep(probs(c), (z == 0).astype(np.int64)), idx)
+        return self._looped(lambda c, z: _equal_mass_ece_of(c, z, _monotone_bins(c, z)), idx)
 
     def mce(self, idx: np.ndarray) -> np.ndarray:
         gap, count = self._bin_gaps(idx)

@@ -86,7 +86,8 @@ class AnswersMixin:
         distinct first tokens of its variants; the set's masses are renormalised to sum to 1.
         ``answer_sets``: one set per question, or a single set (a sequence of strings) for all.
         Answer sets may differ in size (ScienceQA); see ``ScoreOutput`` for the padded layout.
-        The ids each answer used (its single-token variants) come back in ``answer_ids``.
+        The ids each answer used (its single-token variants) come back in ``answer_ids``, their
+        logits in ``answer_logits``.
         """
         questions = _as_str_list(questions, "questions")
         sets = _answer_sets(answer_sets, len(questions))
@@ -104,8 +105,10 @@ class AnswersMixin:
             mass[i] = torch.exp(torch.logsumexp(per_answer, dim=0) - log_total[i])
         lengths = torch.tensor([len(s) for s in sets], dtype=torch.long)
         answer_ids = [[list(ids) for ids in set_ids[answers]] for answers in sets]
+        answer_logits = [[logits[i, ids].tolist() for ids in set_ids[answers]] for i, answers in enumerate(sets)]
         return ScoreOutput(
-            probs=probs, lengths=lengths, answer_mass=mass, keep=keep, answer_sets=sets, answer_ids=answer_ids
+            probs=probs, lengths=lengths, answer_mass=mass, keep=keep, answer_sets=sets, answer_ids=answer_ids,
+            answer_logits=answer_logits,
         )
 
     # ---------------------------------------------------------------- generation

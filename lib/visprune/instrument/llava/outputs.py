@@ -114,6 +114,9 @@ class ScoreOutput:
     - ``answer_sets``: each prompt's answers, in the order of ``probs``' columns.
     - ``answer_ids``: per prompt, per answer (same order), the token ids whose mass was summed
       for it (``PrunedLlava.answer_token_ids``: the single-token variants), for the run's records.
+    - ``answer_logits``: per prompt, per answer, the first-token logits of those ids (float32
+      values as Python floats), so a run's records can be recalibrated (temperature scaling,
+      ``visprune.metrics.temperature``) without running the model again.
     """
 
     probs: torch.Tensor
@@ -122,6 +125,7 @@ class ScoreOutput:
     keep: torch.Tensor
     answer_sets: list[tuple[str, ...]]
     answer_ids: list[list[list[int]]] = field(default_factory=list)
+    answer_logits: list[list[list[float]]] = field(default_factory=list)
 
     def probs_list(self) -> list[np.ndarray]:
         """One float32 array per prompt, over its own answer set (no padding)."""
