@@ -31,6 +31,8 @@ SMALL: dict[str, dict] = {
     "scienceqa_calibration": {"budgets": [64], "n_samples": 16, "n_bootstrap": 50},
     "alpha_sweep": {"splits": ["random"], "budgets": [64], "alphas": [0.0, 1.0], "n_samples": 12, "n_bootstrap": 50},
     "gap_power": {"splits": ["random"], "budgets": [64], "gap_powers": [1.0, 2.0], "n_samples": 12, "n_bootstrap": 50},
+    "recalibration": {"splits": ["random"], "budgets": [64], "alphas": [0.0], "n_samples": 12, "n_fit": 12,
+                      "sqa_samples": 16, "sqa_fit": 16, "n_bootstrap": 50, "n_draws": 50},
     "calibration_primer": {"n_synthetic": 400, "n_samples": 24, "temperatures": [1.0, 2.5], "bin_counts": [5, 15],
                            "n_bootstrap": 50},
     "diversity_hallucination": {"budgets": [64], "methods": ["saliency", "divprune"], "n_captions": 8,
