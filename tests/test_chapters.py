@@ -34,7 +34,7 @@ SMALL: dict[str, dict] = {
     "recalibration": {"splits": ["random"], "budgets": [64], "alphas": [0.0], "n_samples": 12, "n_fit": 12,
                       "sqa_samples": 16, "sqa_fit": 16, "n_bootstrap": 50, "n_draws": 50},
     "calibration_primer": {"n_synthetic": 400, "n_samples": 24, "temperatures": [1.0, 2.5], "bin_counts": [5, 15],
-                           "n_bootstrap": 50},
+                           "n_bootstrap": 50, "sample_sizes": [100, 300], "n_repeats": 4, "n_floor_draws": 50},
     "diversity_hallucination": {"budgets": [64], "methods": ["saliency", "divprune"], "n_captions": 8,
                                 "max_new_tokens": 8, "n_examples": 2, "n_bootstrap": 50},
     "adaptive_pruner": {"budgets": [64], "n_pope": 24, "n_scienceqa": 16, "n_captions": 8, "max_new_tokens": 8,

@@ -386,6 +386,9 @@ PARAMETER_RULES: dict[str, Rule] = {
     "sharpness": Real(0.0, above=True),
     "temperatures": ListOf(Real(0.0, above=True)),
     "bin_counts": ListOf(Integer(1)),
+    "sample_sizes": ListOf(Integer(2)),  # the primer's estimator study: n of each draw
+    "n_repeats": Integer(2),  # draws per n (a spread needs at least two)
+    "n_floor_draws": Integer(1),  # calibrated draws of each noise floor
     # the performance chapter's targets
     "selector_target": Real(0.0, above=True),
     "prefill_target": Real(0.0, above=True),

@@ -10,7 +10,10 @@ then on the toy model's own answers.
   logits by ``sharpness > 1`` makes it over-confident (``< 1``: under-confident).
 - Temperature scaling (Guo et al., ICML 2017): :func:`temperature_scale` (logits) and
   :func:`rescale_probs` (probabilities, through their logarithm); :func:`fit_temperature`
-  picks T by the negative log-likelihood on held-out data (:func:`nll`).
+  picks T by the negative log-likelihood on held-out data (:func:`nll`). They call
+  :mod:`visprune.metrics.temperature`, where scaling and the fit are defined.
+- What the estimators mean (noise floor, bootstrap, Brier decomposition, SmoothECE and debiased
+  ECE as n grows): :mod:`visprune.book.estimators_primer`.
 - Numbers: :func:`calibration_summary` (accuracy, ECE, Brier, NLL, AURC at once),
   :func:`ece_by_bins` (the same data, several bin counts).
 - Figures: :func:`reliability_diagram`, :func:`temperature_grid`, :func:`bin_count_grid`,
@@ -119,6 +122,15 @@ def simulate_classifier(
 
 
 # ------------------------------------------------------------------------------ temperature scaling
+# Thin calls into visprune.metrics.temperature, which holds the definition and the fit.
+
+
+def _log_probs(probs: Any, floor: float) -> np.ndarray:
+    """``log p`` (zeros floored at ``floor``): logits up to a per-row constant, for probabilities."""
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 2 or not np.all(np.isfinite(p)) or (p < 0).any():
+        raise ValueError(f"probs: expected an (n, C) array of non-negative probabilities, got shape {p.shape}")
+    return np.log(np.maximum(p, floor))
 
 
 def temperature_scale(logits: Any, temperature: float) -> np.ndarray:
@@ -126,9 +138,10 @@ def temperature_scale(logits: Any, temperature: float) -> np.ndarray:
 
     ``T > 1`` softens the probabilities (less confident), ``T < 1`` sharpens them, ``T = 1``
     is the plain softmax. The argmax, hence the prediction and accuracy, never changes.
+    :func:`visprune.metrics.temperature_probs` of an (n, C) logit array.
     """
-    t = _check_temperature(temperature)
-    return softmax(_logit_matrix(logits) / t)
+    _check_temperature(temperature)
+    return metrics.temperature_probs(_logit_matrix(logits), float(temperature))
 
 
 def rescale_probs(probs: Any, temperature: float, floor: float = 1e-12) -> np.ndarray:
@@ -139,37 +152,29 @@ def rescale_probs(probs: Any, temperature: float, floor: float = 1e-12) -> np.nd
     records keep the distribution over the answer set). Zeros are floored at ``floor`` before
     the logarithm. ``T = 1`` returns ``p`` (renormalised).
     """
-    t = _check_temperature(temperature)
-    p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] < 2 or not np.all(np.isfinite(p)) or (p < 0).any():
-        raise ValueError(f"probs: expected an (n, C) array of non-negative probabilities, got shape {p.shape}")
-    return softmax(np.log(np.maximum(p, floor)) / t)
+    _check_temperature(temperature)
+    return metrics.temperature_probs(_log_probs(probs, floor), float(temperature))
 
 
 def nll(probs: Any, labels: Any, floor: float = 1e-12) -> float:
-    """Negative log-likelihood ``-mean_i log p_i[y_i]`` (natural log; probabilities floored at ``floor``)."""
-    p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 2:
-        raise ValueError(f"probs: expected an (n, C) array, got shape {p.shape}")
-    y = _labels(labels, len(p), p.shape[1])
-    return float(-np.mean(np.log(np.maximum(p[np.arange(len(y)), y], floor))))
+    """Negative log-likelihood ``-mean_i log p_i[y_i]`` (natural log; probabilities floored at ``floor``).
 
-
-def fit_temperature(
-    logits: Any, labels: Any, grid: Sequence[float] | None = None, from_probs: bool = False
-) -> float:
-    """The temperature that minimises the NLL of ``labels`` (a search over ``grid``).
-
-    ``grid`` defaults to 201 values spaced evenly in log scale between 0.05 and 20. With
-    ``from_probs=True`` the first argument holds probabilities (scaled by :func:`rescale_probs`).
-    Fit on held-out data, never on the samples you then evaluate.
+    :func:`visprune.metrics.temperature_nll` at ``T = 1`` of ``log p`` (rows renormalised, so for
+    rows that sum to 1 it is exactly the mean of ``-log p_i[y_i]``).
     """
-    grid = np.geomspace(0.05, 20.0, 201) if grid is None else np.asarray(grid, dtype=np.float64)
-    if grid.ndim != 1 or len(grid) == 0 or not np.all(np.isfinite(grid)) or (grid <= 0).any():
-        raise ValueError("grid: expected a non-empty 1-D list of positive temperatures")
-    scale = rescale_probs if from_probs else temperature_scale
-    losses = [nll(scale(logits, float(t)), labels) for t in grid]
-    return float(grid[int(np.argmin(losses))])
+    log_p = _log_probs(probs, floor)
+    return metrics.temperature_nll(log_p, _labels(labels, len(log_p), log_p.shape[1]), 1.0)
+
+
+def fit_temperature(scores: Any, labels: Any, from_probs: bool = False) -> float:
+    """The temperature that minimises the NLL of ``labels``: :func:`visprune.metrics.fit_temperature`.
+
+    ``scores`` are (n, C) logits, or probabilities with ``from_probs=True`` (scaled as
+    :func:`rescale_probs` scales them). Fit on held-out data, never on the samples you then
+    evaluate.
+    """
+    logits = _log_probs(scores, 1e-12) if from_probs else _logit_matrix(scores)
+    return metrics.fit_temperature(logits, _labels(labels, len(logits), logits.shape[1]))
 
 
 # ------------------------------------------------------------------------------ numbers
