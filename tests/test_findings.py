@@ -127,3 +127,30 @@ def test_adaptive_findings_tally_verdicts_by_each_metric_direction():
     assert int(tally["better"].sum()) == 2 and int(tally["worse"].sum()) == 1
     assert "clearly better in 2, clearly worse in 1" in text and "33% of the images" in text
     assert "chair (chair_i): saliency at 16" in text
+
+
+def test_recalibration_findings_count_and_name_the_surviving_differences():
+    """The headline is computed from the survival tables: constructed studies with known counts."""
+    from types import SimpleNamespace
+
+    def study(name, directions):
+        rows = []
+        for comparison, metric, before, after in directions:
+            rows.append({"comparison": comparison, "metric": metric, "before_direction": before, "after_direction": after,
+                         "survives": None if before == "indistinguishable" else before == after})
+        temps = pd.DataFrame({"run": ["none", "a", "b"], "temperature": [1.2, 1.5, 1.1]})
+        return SimpleNamespace(name=name, survival=pd.DataFrame(rows), temperatures=temps, unpruned="none",
+                               comparisons=[("a @ 16", "a", "none"), ("b @ 16", "b", "none")], aurc_change=lambda: 0.001)
+
+    pope = study("POPE", [("a @ 16", "ece", "higher", "higher"), ("a @ 16", "smece", "higher", "indistinguishable"),
+                          ("b @ 16", "ece", "indistinguishable", "indistinguishable"),
+                          ("b @ 16", "smece", "indistinguishable", "lower")])
+    text = findings.recalibration_findings([pope], profile=TOY)
+    assert "The unpruned model's fitted temperature is 1.20; 1 of 2 pruned configurations need a higher one" in text
+    assert "- ECE: 1 of 2 differences against the unpruned model had an interval excluding 0 before recalibration; " \
+           "1 still do after it, on the same side (a @ 16 (higher than unpruned)), 0 do not; 0 appear only after it." in text
+    assert "- SmoothECE: 1 of 2 differences" in text and "0 still do after it, on the same side (none), 1 do not; 1 appear" in text
+    assert "1 of 2 calibration differences (ECE and SmoothECE counted separately) survive recalibration" in text
+    none_survive = study("POPE", [("a @ 16", "ece", "higher", "indistinguishable")])
+    assert "None of the calibration differences survives recalibration" in findings.recalibration_findings(
+        [none_survive], profile=TOY)

@@ -329,9 +329,11 @@ def recalibration_findings(studies: Sequence[Any], *, profile: Any) -> str:
             c = survival_counts(study.survival, metric)
             total_effects += c["effects"]
             total_survived += c["survived"]
+            part = study.survival[study.survival["metric"] == metric]
+            kept = [f"{r.comparison} ({_SAID[r.after_direction]})" for r in part.itertuples() if r.survives is True]
             lines.append(f"- {name}: {c['effects']} of {c['comparisons']} differences against the unpruned model had an "
                          f"interval excluding 0 before recalibration; {c['survived']} still do after it, on the same "
-                         f"side, {c['lost']} do not; {c['new']} appear only after it.")
+                         f"side ({listing(kept)}), {c['lost']} do not; {c['new']} appear only after it.")
         lines.append(f"- AURC moved by at most {study.aurc_change():.4f} (temperature scaling keeps the order of each "
                      "sample's answers, not exactly the order of samples by confidence).")
         lines.append("")
