@@ -14,7 +14,8 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from visprune.book.analysis import _check_records, answer_arrays, format_interval
+from visprune.book.analysis import _check_records, answer_arrays, format_interval, paired_difference
+from visprune.book.verdicts import direction, format_difference
 from visprune.metrics.noise_floor import noise_floor
 from visprune.metrics.specs import metric_value
 
@@ -88,9 +89,6 @@ def best_parameter_table(grid: pd.DataFrame, summary: pd.DataFrame, parameter: s
     ``E at best p``, ``E at p = default``, ``E difference [95% CI]``, ``E direction`` ("default
     best" when the default is the lowest) and ``accuracy difference (E) [95% CI]``.
     """
-    from visprune.book.analysis import paired_difference
-    from visprune.book.verdicts import direction, format_difference
-
     rows = []
     for key, part in summary.groupby(list(cells)):
         row: dict[str, Any] = dict(zip(cells, key if isinstance(key, tuple) else (key,)))

@@ -234,6 +234,15 @@ def _draw_references(ax, references: pd.DataFrame | None, metric: str, panel_col
     return drawn
 
 
+def _finish(fig: Figure, axes: np.ndarray, title: str | None) -> Figure:
+    """One legend for the whole figure, the title above it, the layout tightened."""
+    _figure_legend(fig, axes)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def _figure_legend(fig: Figure, axes: np.ndarray) -> None:
     handles, labels = {}, []
     for ax in axes.ravel():
@@ -289,11 +298,7 @@ def metric_vs_budget(
             ax.set_title(_metric_name(metric) if rows is None else f"{row_value}: {_metric_name(metric)}", fontsize=10)
             if i == len(row_values) - 1:
                 ax.set_xlabel(xlabel)
-    _figure_legend(fig, axes)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, axes, title)
 
 
 def metric_vs_parameter(
@@ -333,11 +338,7 @@ def metric_vs_parameter(
         if panels is not None:
             shown = f"{value:g}" if isinstance(value, (int, float, np.number)) else str(value)
             ax.set_title(f"{PARAMETER_NAMES.get(panels, panels)}: {shown}", fontsize=10)
-    _figure_legend(fig, axes)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, axes, title)
 
 
 def metric_heatmap(

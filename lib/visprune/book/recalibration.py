@@ -23,7 +23,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from visprune.book.analysis import _check_records, compare_runs
+from visprune.book.analysis import _check_records, add_budget, compare_runs, format_interval, summary_table
+from visprune.book.verdicts import format_difference
 from visprune.book.estimators import floor_table
 from visprune.metrics.temperature import AnswerLogits, fit_temperature, temperature_nll, temperature_probs
 
@@ -168,8 +169,6 @@ def run_study(name: str, evaluator: Any, test_configs: Sequence[Any], fit_config
     configuration are pooled (the three POPE splits). Comparisons: every pruned run against the
     unpruned one, named ``"<label> @ <budget>"``.
     """
-    from visprune.book.analysis import add_budget, summary_table
-
     stats = dict(n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
     fit = evaluator.grid(list(fit_configs))
     test = held_out(evaluator.grid(list(test_configs)), fit)
@@ -187,8 +186,6 @@ def run_study(name: str, evaluator: Any, test_configs: Sequence[Any], fit_config
 
 def before_after(study: Study, metrics: Sequence[str] = ("ece", "smece", "aurc")) -> pd.DataFrame:
     """One row per run: the fitted T and each metric before and after, with intervals, as text."""
-    from visprune.book.analysis import format_interval
-
     rows = []
     t_of = study.temperatures.set_index("run")["temperature"]
     after = study.after.set_index("run")
@@ -204,8 +201,6 @@ def before_after(study: Study, metrics: Sequence[str] = ("ece", "smece", "aurc")
 
 def survival_view(study: Study) -> pd.DataFrame:
     """The survival table as text: each difference against the unpruned model, before and after."""
-    from visprune.book.verdicts import format_difference
-
     out = study.survival[["comparison", "metric"]].copy()
     for tag in ("before", "after"):
         out[f"{tag} [95% CI]"] = [format_difference({"diff": d, "low": lo, "high": hi}) for d, lo, hi in
