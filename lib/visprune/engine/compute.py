@@ -117,8 +117,13 @@ def compute_records(llava, config: RunConfig, samples: list, positions: list[int
                     })
             if selection.keep is not None:  # chosen per image: one erank per image, shared
                 erank_kept = kept_erank[b][torch.as_tensor(image_index)]
-            else:  # FastV chooses per prompt
+            elif bool((keep >= 0).all()):  # an in-LLM method chooses per prompt
                 erank_kept = erank_batch(vision.kept_features(keep.to(vision.features.device), image_index).float()).cpu()
+            else:  # SparseVLM's recycled tokens (-1) are no patch: the erank of the kept patches, row by row
+                erank_kept = torch.cat([
+                    erank_batch(vision.kept_features(row[row >= 0][None].to(vision.features.device), [image]).float())
+                    for row, image in zip(keep, image_index)
+                ]).cpu()
             for j, i in enumerate(rows):
                 records[i]["tokens_kept"] = int(keep.shape[1])
                 records[i]["erank_kept"] = float(erank_kept[j])

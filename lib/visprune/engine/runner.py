@@ -358,7 +358,8 @@ class Evaluator:
         table.insert(2, "k", config.k if config.k is not None else table["tokens_kept"].max())
         table.insert(3, "run", config.label())
         for name, value in sorted(config.params.items()):
-            table[name] = value
+            # a sequence-valued parameter (PyramidDrop's layers) is one value per row, not a column of values
+            table[name] = [value] * len(table) if isinstance(value, (list, tuple)) else value
         return table
 
     def _progress_bar(self, config: RunConfig, total: int):

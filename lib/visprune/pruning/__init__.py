@@ -19,8 +19,8 @@ import pkgutil
 
 from visprune.pruning._numerics import ROUNDING_C, cosine_similarity_matrix, rounding_delta
 from visprune.pruning.registry import (
-    ENGINE_INPUTS, FEATURE_SPACES, METHODS, STAGES, LayerPruner, MethodSpec, available_methods, pre_llm_methods,
-    register, select, spec, unregister,
+    ENGINE_INPUTS, FEATURE_SPACES, METHODS, OUTPUTS, PROMPT_INPUTS, STAGES, VISION_INPUTS, LayerDrop, LayerPruner,
+    MergedTokens, MethodSpec, available_methods, merge, pre_llm_methods, register, select, spec, unregister,
 )
 
 # Every module of this folder is a method that registers itself on import: the built-in ones
@@ -40,8 +40,9 @@ from visprune.pruning.saliency import saliency_select  # noqa: E402
 from visprune.pruning.scope import scope_select  # noqa: E402
 
 __all__ = [
-    "ADAPTIVE_DEFAULT_C", "ADAPTIVE_DEFAULT_TAU_MAX", "ENGINE_INPUTS", "FEATURE_SPACES", "METHODS", "ROUNDING_C",
-    "STAGES", "LayerPruner", "MethodSpec", "adaptive_select", "adaptive_threshold", "available_methods",
+    "ADAPTIVE_DEFAULT_C", "ADAPTIVE_DEFAULT_TAU_MAX", "ENGINE_INPUTS", "FEATURE_SPACES", "METHODS", "OUTPUTS",
+    "PROMPT_INPUTS", "ROUNDING_C", "STAGES", "VISION_INPUTS", "LayerDrop", "LayerPruner", "MergedTokens", "MethodSpec",
+    "merge", "adaptive_select", "adaptive_threshold", "available_methods",
     "cosine_similarity_matrix", "divprune_select", "pre_llm_methods", "random_select", "register", "rounding_delta",
     "saliency_select", "scope_select", "select", "spec", "unregister",
 ]

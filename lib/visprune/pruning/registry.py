@@ -8,14 +8,33 @@ lists methods.
 
 Two stages:
 
-- ``"pre-llm"``: a *selector* ``fn(features, saliency, k, *, params...)`` that picks K of the N
-  visual tokens from the vision tower's patch features (B, N, d) and CLS attention (B, N) before
-  the language model; it returns a LongTensor (B, K) or ``(indices, info)`` with per-image
-  diagnostics. :func:`select` validates the inputs and calls it.
+- ``"pre-llm"``: ``fn(features, saliency, k, *, params...)`` works on the vision tower's patch
+  features (B, N, d) and CLS attention (B, N) before the language model. With ``output="indices"``
+  (a *selector*) it picks K of the N visual tokens: a LongTensor (B, K) or ``(indices, info)``
+  with per-image diagnostics; :func:`select` validates the inputs and calls it. With
+  ``output="tokens"`` (a *merger*: VisionZip, plain downsampling, no visual tokens) it returns
+  :class:`MergedTokens`, the M <= K feature vectors the projector gets (which need not be
+  patches); :func:`merge` calls it.
 - ``"in-llm"``: ``fn(*, params..., n_layers)`` validates and completes the method's parameters
   (returning the dict a run records), and ``pruner(params, k)`` builds a :class:`LayerPruner`
   that the language-model loop consults before each decoder layer (FastV:
   :mod:`visprune.pruning.fastv`).
+
+``budget=False`` marks a method that takes no budget (the "no visual tokens" control): its runs
+have ``k=None``, as the unpruned one.
+
+Inputs a method may declare (``inputs``), filled for it, never given by a user:
+
+- by the engine (``ENGINE_INPUTS``): ``sample_seeds`` and ``image_erank`` per image,
+  ``n_layers`` per model;
+- by the model wrapper from the vision tower (``VISION_INPUTS``): ``cls_feature`` (B, d_v), the
+  CLS token's hidden state at the feature layer; ``vision_keys`` (B, 1 + N, d_head), that layer's
+  attention keys averaged over heads (CLS first); ``vision_features`` (B, N, d_v), the vision
+  features X (for a selector that ranks the projected tokens); ``grid_size``, patches per side;
+- per prompt (``PROMPT_INPUTS``): ``questions`` (P strings) and ``question_embeddings`` (P
+  tensors (T_i, d_text), the language model's input embeddings of each question's tokens). A
+  method that declares one is *text-conditioned*: the wrapper calls it once per prompt, with the
+  rows of ``features`` and ``saliency`` being the prompts' images.
 
 A method's parameters and defaults are read from ``fn``'s keyword-only arguments, minus its
 ``inputs`` (what the engine fills per image: ``sample_seeds``, ``image_erank``; per model:
@@ -44,25 +63,64 @@ import torch
 
 from visprune.pruning._numerics import _check_inputs, _check_k
 
-__all__ = ["STAGES", "FEATURE_SPACES", "ENGINE_INPUTS", "MethodSpec", "LayerPruner", "METHODS", "register",
-           "unregister", "spec", "available_methods", "pre_llm_methods", "select"]
+__all__ = ["STAGES", "OUTPUTS", "FEATURE_SPACES", "ENGINE_INPUTS", "VISION_INPUTS", "PROMPT_INPUTS", "MethodSpec",
+           "MergedTokens", "LayerDrop", "LayerPruner", "METHODS", "register", "unregister", "spec", "available_methods",
+           "pre_llm_methods", "select", "merge"]
 
 STAGES = ("none", "pre-llm", "in-llm")
 #: The features a pre-LLM selector may rank: the vision features X, or the projector's outputs.
 FEATURE_SPACES = ("vision", "projected")
 #: Keywords the engine fills: per image (seeds from image ids, the image's erank) or per model.
 ENGINE_INPUTS = ("sample_seeds", "image_erank", "n_layers")
+#: Keywords the model wrapper fills from the vision tower's outputs (see the module docstring).
+VISION_INPUTS = ("cls_feature", "vision_keys", "vision_features", "grid_size")
+#: Keywords filled per prompt; a method declaring one chooses its tokens per prompt.
+PROMPT_INPUTS = ("questions", "question_embeddings")
+#: What a pre-LLM method returns: indices of kept patches, or the merged feature vectors themselves.
+OUTPUTS = ("indices", "tokens")
 _POSITIONAL = ("features", "saliency", "k")
+
+
+@dataclass
+class MergedTokens:
+    """What a merger (``output="tokens"``) returns for B images.
+
+    - ``tokens`` (B, M, d): the vectors the projector gets, in the order the language model sees
+      them (M <= K; M = 0 for "no visual tokens").
+    - ``sources`` (B, M) long: the patch each vector stands for (a dominant patch, a merge target,
+      a pooled cell's first patch), -1 for the CLS token; for maps of what was kept.
+    - ``info``: per-image diagnostics, as a selector's.
+    """
+
+    tokens: torch.Tensor
+    sources: torch.Tensor
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class LayerDrop:
+    """A drop an in-LLM method asks for before a layer: keep the visual tokens ``keep`` (P, K')
+    (ascending indices among the current visual tokens) and insert ``insert`` (P, E, d) hidden
+    states (or None) right after them, as extra visual tokens (SparseVLM's recycled tokens)."""
+
+    keep: torch.Tensor
+    insert: torch.Tensor | None = None
 
 
 class LayerPruner(Protocol):
     """What an in-LLM method gives the language-model loop for one batch of prompts.
 
     ``before_layer(i, layer, state)`` is called before decoder layer ``i`` runs, with
-    ``state`` holding ``hidden`` (P, T, d), ``rope`` (cos, sin), ``valid`` (P, T) bool,
-    ``image_start`` (P,) and ``num_visual`` (the visual tokens currently in the sequence). It
-    returns None, or the (P, K') ascending indices (among the current visual tokens) of those to
-    keep from layer ``i`` on; the loop drops the others.
+    ``state`` holding ``hidden`` (P, T, d) (layer i's input), ``rope`` (cos, sin), ``valid``
+    (P, T) bool, ``positions`` (P, T), ``input_ids`` (P, T) (the image token id in every visual
+    slot, inserted ones too), ``image_start`` (P,), ``num_visual`` (the visual tokens currently in
+    the sequence), ``query_row`` (the last prompt token's row in the current sequence; tokens
+    after it are generated ones, which a method must not read) and ``final_norm`` (the language
+    model's final norm). It returns None, the (P, K') ascending indices (among the current visual
+    tokens) of those to keep from layer ``i`` on, or a :class:`LayerDrop`; the loop drops the
+    others. A pruner whose ``renumber`` attribute is True has the positions renumbered
+    contiguously after each drop (PyramidDrop, SparseVLM); otherwise the kept tokens keep their
+    original position ids (FastV, DART).
     """
 
     def before_layer(self, i: int, layer: torch.nn.Module, state: Mapping[str, Any]) -> torch.Tensor | None: ...
@@ -83,6 +141,16 @@ class MethodSpec:
     feature_space: str = "vision"
     pruner: Callable[[dict, int], LayerPruner] | None = None
     describe: Callable[[dict], str] | None = field(default=None, compare=False)
+    output: str = "indices"
+    budget: bool = True
+    source: str = ""
+    convention: str = ""
+    selector_flops: Callable[..., float] | None = field(default=None, compare=False)
+
+    @property
+    def per_prompt(self) -> bool:
+        """True for a text-conditioned pre-LLM method (it declares a per-prompt input)."""
+        return any(name in PROMPT_INPUTS for name in self.inputs)
 
     @property
     def parameters(self) -> dict[str, Any]:
@@ -140,17 +208,33 @@ def register(
     feature_space: str = "vision",
     pruner: Callable[[dict, int], LayerPruner] | None = None,
     describe: Callable[[dict], str] | None = None,
+    output: str = "indices",
+    budget: bool = True,
+    source: str = "",
+    convention: str = "",
+    selector_flops: Callable[..., float] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator declaring a method (see the module docstring); returns the function unchanged."""
+    """Decorator declaring a method (see the module docstring); returns the function unchanged.
+
+    ``source``: where the released code is (for the README's method table); ``convention``: what
+    the budget K means for this method (e.g. "K tokens enter the language model"), printed
+    beside every table that compares methods at a budget; ``selector_flops(n, k, d)``: the
+    analytic cost of the selection itself (multiply-adds x 2), for the cost tables.
+    """
     if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"name: a method needs a name of letters, digits, '-' or '_', got {name!r}")
     if stage not in STAGES[1:]:
         raise ValueError(f"stage: expected 'pre-llm' or 'in-llm', got {stage!r}")
     if feature_space not in FEATURE_SPACES:
         raise ValueError(f"feature_space: expected one of {FEATURE_SPACES}, got {feature_space!r}")
-    unknown = sorted(set(inputs) - set(ENGINE_INPUTS))
+    known = ENGINE_INPUTS + VISION_INPUTS + PROMPT_INPUTS
+    unknown = sorted(set(inputs) - set(known))
     if unknown:
-        raise ValueError(f"inputs: the engine fills only {', '.join(ENGINE_INPUTS)}, got {unknown}")
+        raise ValueError(f"inputs: only {', '.join(known)} are filled for a method, got {unknown}")
+    if output not in OUTPUTS:
+        raise ValueError(f"output: expected one of {OUTPUTS}, got {output!r}")
+    if stage == "in-llm" and (output != "indices" or not budget or set(inputs) - set(ENGINE_INPUTS)):
+        raise ValueError(f"method {name!r}: an in-LLM method takes a budget, returns indices and only engine inputs")
     if stage == "in-llm" and pruner is None:
         raise ValueError(f"method {name!r}: an in-LLM method needs pruner=(params, k) -> LayerPruner")
 
@@ -159,7 +243,7 @@ def register(
             raise ValueError(f"name: a method called {name!r} is already registered")
         _check_signature(name, stage, fn)
         spec_ = MethodSpec(name, stage, fn, label, color, tuple(inputs), tuple(measured), tuple(records),
-                           feature_space, pruner, describe)
+                           feature_space, pruner, describe, output, bool(budget), source, convention, selector_flops)
         missing = [p for p in measured if p not in spec_.parameters]
         if missing:
             raise ValueError(f"measured: {missing} are not parameters of method {name!r}")
@@ -185,8 +269,16 @@ def available_methods() -> tuple[str, ...]:
 
 
 def pre_llm_methods() -> tuple[str, ...]:
-    """The selectors that prune before the language model."""
+    """The methods that prune before the language model (selectors and mergers)."""
     return tuple(n for n, s in METHODS.items() if s.stage == "pre-llm")
+
+
+def _check_params(method: str, fn: Callable[..., Any], params: Mapping[str, Any]) -> None:
+    allowed = [p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    for name in params:
+        if name not in allowed:
+            accepted = ", ".join(allowed) if allowed else "none"
+            raise ValueError(f"{name}: not a parameter of method {method!r} (its parameters: {accepted})")
 
 
 def spec(name: str) -> MethodSpec:
@@ -206,14 +298,11 @@ def select(method: str, features: Any, saliency: Any, k: int, *, return_info: bo
     their spatial order), or ``(indices, info)`` with ``return_info=True`` (``info``: per-image
     diagnostics, {} for most methods). Raises ValueError naming the offending argument.
     """
-    if not isinstance(method, str) or method not in METHODS or METHODS[method].stage != "pre-llm":
-        raise ValueError(f"method: unknown selector {method!r}; available: {', '.join(sorted(pre_llm_methods()))}")
+    selectors = [n for n in pre_llm_methods() if METHODS[n].output == "indices"]
+    if not isinstance(method, str) or method not in selectors:
+        raise ValueError(f"method: unknown selector {method!r}; available: {', '.join(sorted(selectors))}")
     fn = METHODS[method].function
-    allowed = [p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY]
-    for name in params:
-        if name not in allowed:
-            accepted = ", ".join(allowed) if allowed else "none"
-            raise ValueError(f"{name}: not a parameter of method {method!r} (its parameters: {accepted})")
+    _check_params(method, fn, params)
     features, saliency = _check_inputs(features, saliency)
     batch, n = features.shape[:2]
     k = _check_k(k, n)
@@ -224,3 +313,33 @@ def select(method: str, features: Any, saliency: Any, k: int, *, return_info: bo
     if indices.shape != (batch, k):  # a broken selector must not pass silently
         raise RuntimeError(f"selector {method!r} returned shape {tuple(indices.shape)}, expected {(batch, k)}")
     return (indices, info) if return_info else indices
+
+
+def merge(method: str, features: Any, saliency: Any, k: int | None, **params: Any) -> MergedTokens:
+    """The merged visual tokens of a merger (``output="tokens"``) for B images.
+
+    As :func:`select`, but the method returns :class:`MergedTokens` (M <= K vectors per image,
+    M = 0 allowed); ``k`` is None for a method without a budget. Raises ValueError naming the
+    offending argument, RuntimeError for a merger that breaks its contract.
+    """
+    mergers = [n for n in pre_llm_methods() if METHODS[n].output == "tokens"]
+    if not isinstance(method, str) or method not in mergers:
+        raise ValueError(f"method: unknown merger {method!r}; available: {', '.join(sorted(mergers))}")
+    spec_ = METHODS[method]
+    _check_params(method, spec_.function, params)
+    features, saliency = _check_inputs(features, saliency)
+    batch, n, d = features.shape
+    if spec_.budget:
+        k = _check_k(k, n)
+    elif k is not None:
+        raise ValueError(f"k: method {method!r} takes no token budget; pass k=None (got {k!r})")
+    with torch.no_grad():
+        out = spec_.function(features, saliency, k, **params)
+    if not isinstance(out, MergedTokens):
+        raise RuntimeError(f"merger {method!r} returned {type(out).__name__}, expected MergedTokens")
+    m = out.tokens.shape[1] if out.tokens.dim() == 3 else -1
+    if out.tokens.dim() != 3 or out.tokens.shape[0] != batch or out.tokens.shape[2] != d or (k is not None and m > k):
+        raise RuntimeError(f"merger {method!r} returned tokens of shape {tuple(out.tokens.shape)}, expected ({batch}, M <= {k}, {d})")
+    if tuple(out.sources.shape) != (batch, m):
+        raise RuntimeError(f"merger {method!r} returned sources of shape {tuple(out.sources.shape)}, expected {(batch, m)}")
+    return out

@@ -92,7 +92,7 @@ class AnswersMixin:
         questions = _as_str_list(questions, "questions")
         sets = _answer_sets(answer_sets, len(questions))
         set_ids = {answers: self._answer_set_ids(answers) for answers in dict.fromkeys(sets)}  # before the model runs
-        logits, keep = self.first_token_logits(questions, vision, selection, image_index)  # (P, V) float32
+        logits, keep, run = self._first_token_logits(questions, vision, selection, image_index)  # (P, V) float32
         log_total = torch.logsumexp(logits, dim=-1)  # (P,)
         width = max(len(s) for s in sets)
         probs = torch.zeros(len(sets), width, dtype=torch.float32)
@@ -108,7 +108,7 @@ class AnswersMixin:
         answer_logits = [[logits[i, ids].tolist() for ids in set_ids[answers]] for i, answers in enumerate(sets)]
         return ScoreOutput(
             probs=probs, lengths=lengths, answer_mass=mass, keep=keep, answer_sets=sets, answer_ids=answer_ids,
-            answer_logits=answer_logits,
+            answer_logits=answer_logits, tokens_per_layer=run.tokens_per_layer, visual_per_layer=run.visual_per_layer,
         )
 
     # ---------------------------------------------------------------- generation
@@ -148,10 +148,10 @@ class AnswersMixin:
         filler = eos_ids[0] if eos_ids else self.pad_token_id  # fed after a prompt has finished
 
         cache = DynamicCache(config=self.model.config.text_config) if use_cache else None
-        hidden, in_llm_keep, layer_valid, positions = self._run_prompt(inputs, in_llm, cache)
-        last_position = positions[:, -1]  # (P,) original position of each prompt's last token
-        next_hidden = self._decoder.norm(hidden[:, -1])  # (P, d)
-        keep = in_llm_keep if in_llm is not None else selection.keep[rows]
+        run = self._run_prompt(inputs, in_llm, cache)
+        last_position = inputs.position_ids[:, -1]  # (P,) the prompt's own last position (before any renumbering)
+        next_hidden = self._decoder.norm(run.hidden[:, -1])  # (P, d)
+        keep = run.keep if in_llm is not None else selection.keep[rows]
 
         generated: list[torch.Tensor] = []
         finished = torch.zeros(p, dtype=torch.bool, device=self.device)
@@ -164,7 +164,7 @@ class AnswersMixin:
             if bool(finished.all()) or step == max_new_tokens - 1:
                 break
             if use_cache:
-                next_hidden = self._decode_step(token, last_position + 1 + step, cache, layer_valid)
+                next_hidden = self._decode_step(token, step, cache, run)
             else:
                 so_far = torch.stack(generated, dim=1)  # (P, step + 1)
                 next_hidden = self._recompute_last(inputs, so_far, last_position, in_llm, prompt_len)
@@ -179,7 +179,8 @@ class AnswersMixin:
                 out.append(t)
             token_ids.append(out)
         texts = [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in token_ids]
-        return GenerationOutput(texts=texts, token_ids=token_ids, keep=keep.cpu())
+        return GenerationOutput(texts=texts, token_ids=token_ids, keep=keep.cpu(), tokens_per_layer=run.tokens_per_layer,
+                                visual_per_layer=run.visual_per_layer)
 
     def _recompute_last(
         self,
@@ -201,7 +202,7 @@ class AnswersMixin:
             image_start=inputs.image_start,
             num_visual=inputs.num_visual,
         )
-        hidden, _, _, _ = self._run_prompt(full, in_llm, None, select_row=prompt_len - 1)
-        return self._decoder.norm(hidden[:, -1])
+        run = self._run_prompt(full, in_llm, None, select_row=prompt_len - 1)
+        return self._decoder.norm(run.hidden[:, -1])
 
 

@@ -8,8 +8,8 @@ from typing import Any, Sequence
 import torch
 
 from visprune.instrument.llava._checks import _as_str_list, _image_rows, _to_bias
-from visprune.instrument.llava.outputs import LMInputs, Selection, VisionOutput
-from visprune.pruning import spec as method_spec
+from visprune.instrument.llava.outputs import LMInputs, PromptRun, Selection, VisionOutput
+from visprune.pruning import LayerDrop, spec as method_spec
 from visprune.pruning.fastv import kept_sequence_index
 
 
@@ -141,48 +141,68 @@ class LanguageMixin:
         in_llm: Selection | None = None,
         cache: Any = None,
         select_row: int | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor], torch.Tensor]:
+    ) -> PromptRun:
         """Run every decoder layer over a prompt batch, letting an in-LLM method drop visual tokens.
 
-        ``in_llm``: a selection of an in-LLM method (``keep`` None; FastV, ALGORITHMS.md
-        "FastV"). Its spec's ``pruner(params, k)`` is consulted before each layer i with the
-        layer's input (``hidden``, ``rope``, ``valid``, ``image_start``, ``num_visual``,
-        ``query_row``: the last prompt token's position, or ``select_row`` when given, both in
-        the current, possibly shortened, sequence); when it returns kept visual-token indices,
-        the other visual tokens are dropped from layer i on, and the kept ones keep their
-        original position ids. Returns (hidden (P, T', d) before the final norm, the kept
-        visual tokens (P, K) as indices 0..N-1 or None, per-layer key validity (P, T_l) bool for
-        decoding, position ids (P, T') of the output).
+        ``in_llm``: a selection of an in-LLM method (``keep`` None; FastV, PyramidDrop, SparseVLM,
+        DART; ALGORITHMS.md). Its spec's ``pruner(params, k)`` is consulted before each layer i
+        with the layer's input (the ``state`` of :class:`~visprune.pruning.LayerPruner`;
+        ``query_row`` is the last prompt token's row, or ``select_row`` when given, both in the
+        current, possibly shortened, sequence). When it returns kept visual-token indices (or a
+        :class:`~visprune.pruning.LayerDrop`), the other visual tokens are dropped from layer i
+        on and any inserted hidden states follow the kept ones; the kept tokens keep their
+        original position ids, unless the pruner's ``renumber`` is True, when the positions are
+        renumbered 0, 1, ... over the real tokens after each drop. Returns a :class:`PromptRun`.
         """
         lm = self._decoder
         hidden = inputs.inputs_embeds
         valid = inputs.attention_mask.bool()
         positions = inputs.position_ids
+        input_ids = inputs.input_ids
         bias = self._causal_bias(valid, hidden.dtype)
         rope = lm.rotary_emb(hidden, position_ids=positions)  # (cos, sin), each (P, T, head_dim)
         keep = pruner = None
+        renumber = False
         num_visual = inputs.num_visual
+        p = hidden.shape[0]
         if in_llm is not None:
             pruner = method_spec(in_llm.method).pruner(in_llm.params, in_llm.k)
-            keep = torch.arange(num_visual, device=hidden.device).expand(hidden.shape[0], num_visual)
+            renumber = bool(getattr(pruner, "renumber", False))
+            keep = torch.arange(num_visual, device=hidden.device).expand(p, num_visual)
         layer_valid: list[torch.Tensor] = []
+        layer_last: list[torch.Tensor] = []
+        tokens, visual = [], []
+        prompt_end = inputs.attention_mask.shape[1] - 1 if select_row is None else select_row
         for i, layer in enumerate(lm.layers):
             if pruner is not None:
-                dropped = inputs.num_visual - num_visual
-                row = hidden.shape[1] - 1 if select_row is None else select_row - dropped
-                state = {"hidden": hidden, "rope": rope, "valid": valid, "image_start": inputs.image_start,
-                         "num_visual": num_visual, "query_row": row}
-                kept_now = pruner.before_layer(i, layer, state)
-                if kept_now is not None:  # layers i and above see only the kept visual tokens
+                row = hidden.shape[1] - 1 if select_row is None else prompt_end - (inputs.num_visual - num_visual)
+                state = {"hidden": hidden, "rope": rope, "valid": valid, "positions": positions,
+                         "input_ids": input_ids, "image_start": inputs.image_start, "num_visual": num_visual,
+                         "query_row": row, "final_norm": lm.norm}
+                decision = pruner.before_layer(i, layer, state)
+                if decision is not None:  # layers i and above see only the kept visual tokens
+                    drop = decision if isinstance(decision, LayerDrop) else LayerDrop(decision)
+                    kept_now = drop.keep.to(hidden.device)
                     index = kept_sequence_index(hidden.shape[1], inputs.image_start, num_visual, kept_now)
                     hidden = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))  # (P, T', d)
                     positions = positions.gather(1, index)  # original position ids of the kept tokens
                     valid = valid.gather(1, index)
+                    input_ids = input_ids.gather(1, index)
+                    keep = keep.gather(1, kept_now)
+                    num_visual = kept_now.shape[1]
+                    if drop.insert is not None and drop.insert.shape[1] > 0:
+                        hidden, positions, valid, input_ids, keep = self._insert_visual(
+                            drop.insert, inputs.image_start + num_visual, hidden, positions, valid, input_ids, keep)
+                        num_visual += drop.insert.shape[1]
+                    if renumber:
+                        positions = (valid.long().cumsum(dim=1) - 1).clamp_min(0)
                     bias = self._causal_bias(valid, hidden.dtype)
                     rope = lm.rotary_emb(hidden, position_ids=positions)
-                    keep = keep.gather(1, kept_now.to(keep.device))
-                    num_visual = kept_now.shape[1]
             layer_valid.append(valid)
+            last = hidden.shape[1] - 1 if select_row is None else prompt_end - (inputs.num_visual - num_visual)
+            layer_last.append(positions[:, last])
+            tokens.append(valid.sum(dim=1))
+            visual.append(torch.full((p,), num_visual, dtype=torch.long, device=hidden.device))
             hidden = layer(
                 hidden,
                 attention_mask=bias,
@@ -191,28 +211,57 @@ class LanguageMixin:
                 cache=cache,
                 use_cache=cache is not None,
             )
-        return hidden, keep, layer_valid, positions
+        if select_row is not None:  # generated tokens are not part of the prompt's cost
+            tokens = [t - (inputs.attention_mask.shape[1] - 1 - select_row) for t in tokens]
+        return PromptRun(hidden, keep, layer_valid, layer_last, positions,
+                         torch.stack(tokens, dim=1).cpu(), torch.stack(visual, dim=1).cpu())
+
+    def _insert_visual(self, insert, at, hidden, positions, valid, input_ids, keep):
+        """Put ``insert`` (P, E, d) into each row right before column ``at[p]`` (after the kept
+        visual tokens): real tokens, the image token id, positions of the token before them
+        (renumbering methods renumber afterwards), -1 in ``keep``."""
+        rows = []
+        for name, tensor, fill in (("hidden", hidden, None), ("positions", positions, None), ("valid", valid, True),
+                                   ("ids", input_ids, self.image_token_id)):
+            pieces = []
+            for r in range(tensor.shape[0]):
+                cut = int(at[r])
+                if fill is None and name == "hidden":
+                    middle = insert[r].to(tensor.dtype)
+                elif fill is None:
+                    middle = tensor[r, cut - 1 : cut].expand(insert.shape[1])
+                else:
+                    middle = torch.full((insert.shape[1],), fill, dtype=tensor.dtype, device=tensor.device)
+                pieces.append(torch.cat([tensor[r, :cut], middle, tensor[r, cut:]], dim=0))
+            rows.append(torch.stack(pieces))
+        extra = torch.full((keep.shape[0], insert.shape[1]), -1, dtype=keep.dtype, device=keep.device)
+        return (*rows, torch.cat([keep, extra], dim=1))
 
     def _decode_step(
-        self, tokens: torch.Tensor, positions: torch.Tensor, cache: Any, layer_valid: list[torch.Tensor]
+        self, tokens: torch.Tensor, step: int, cache: Any, run: PromptRun
     ) -> torch.Tensor:
-        """One cached step: ``tokens`` (P,) at ``positions`` (P,); updates ``layer_valid`` in place.
-
-        Returns the final-norm hidden state (P, d) of the new token.
+        """One cached step: ``tokens`` (P,), the ``step``-th generated token (0-based) after the
+        prompt of ``run``; each layer places it at its own last prompt position + 1 + step.
+        Updates ``run.layer_valid`` in place. Returns the final-norm hidden state (P, d).
         """
         lm = self._decoder
         hidden = lm.embed_tokens(tokens[:, None])  # (P, 1, d)
-        pos = positions[:, None]
-        rope = lm.rotary_emb(hidden, position_ids=pos)
+        layer_valid = run.layer_valid
         grown: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # layers sharing a validity tensor share its update
+        ropes: dict[tuple, tuple] = {}
         for i, layer in enumerate(lm.layers):
             key = id(layer_valid[i])
             if key not in grown:
                 new_valid = torch.cat([layer_valid[i], torch.ones_like(layer_valid[i][:, :1])], dim=1)  # (P, S + 1)
                 grown[key] = (new_valid, _to_bias(new_valid[:, None, None, :], hidden.dtype))  # (P, 1, 1, S + 1)
             layer_valid[i], bias = grown[key]
+            pos = (run.layer_last[i] + 1 + step)[:, None]  # (P, 1)
+            pos_key = tuple(pos[:, 0].tolist())
+            if pos_key not in ropes:
+                ropes[pos_key] = lm.rotary_emb(hidden, position_ids=pos)
             hidden = layer(
-                hidden, attention_mask=bias, position_ids=pos, position_embeddings=rope, cache=cache, use_cache=True
+                hidden, attention_mask=bias, position_ids=pos, position_embeddings=ropes[pos_key], cache=cache,
+                use_cache=True,
             )
         return lm.norm(hidden[:, -1])
 
@@ -222,8 +271,8 @@ class LanguageMixin:
         With a FastV ``selection``, T' = T - N + K (the dropped visual positions are gone).
         """
         in_llm = selection if selection is not None and selection.keep is None else None
-        hidden, _, _, _ = self._run_prompt(inputs, in_llm)
-        return self.model.lm_head(self._decoder.norm(hidden))
+        run = self._run_prompt(inputs, in_llm)
+        return self.model.lm_head(self._decoder.norm(run.hidden))
 
     @torch.inference_mode()
     def first_token_logits(
@@ -239,10 +288,15 @@ class LanguageMixin:
         ``select_tokens``, a (B, K) keep tensor, or None (all tokens); ``image_index[i]``: the
         image row prompt i uses (default i).
         """
+        logits, keep, _ = self._first_token_logits(questions, vision, selection, image_index)
+        return logits, keep
+
+    def _first_token_logits(self, questions, vision, selection, image_index) -> tuple[torch.Tensor, torch.Tensor, PromptRun]:
+        """As :meth:`first_token_logits`, with the :class:`PromptRun` (its per-layer token counts)."""
         inputs, selection, rows = self._prepare(questions, vision, selection, image_index)
         in_llm = selection if selection.keep is None else None
-        hidden, in_llm_keep, _, _ = self._run_prompt(inputs, in_llm)
-        logits = self.model.lm_head(self._decoder.norm(hidden[:, -1])).float()  # (P, V)
-        keep = in_llm_keep if in_llm is not None else selection.keep[rows]
-        return logits.cpu(), keep.cpu()
+        run = self._run_prompt(inputs, in_llm)
+        logits = self.model.lm_head(self._decoder.norm(run.hidden[:, -1])).float()  # (P, V)
+        keep = run.keep if in_llm is not None else selection.keep[rows]
+        return logits.cpu(), keep.cpu(), run
 

@@ -22,11 +22,17 @@ class VisionOutput:
       layer that produced those features, summed over heads (the ``a`` of ALGORITHMS.md; the
       values sum to H minus the CLS self-attention mass).
     - ``grid_size``: patches per side (N = grid_size ** 2), to draw maps of kept tokens.
+    - ``cls_feature`` (B, d_vision): the CLS token's hidden state at the feature layer (VisionZip
+      keeps it); None when not computed.
+    - ``keys`` (B, 1 + N, d_head) float32: the keys of the encoder layer that produced the
+      features, averaged over heads, CLS first (VisionZip's merge metric); None when not computed.
     """
 
     features: torch.Tensor
     cls_attention: torch.Tensor
     grid_size: int
+    cls_feature: torch.Tensor | None = None
+    keys: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.features.shape[0]
@@ -39,7 +45,9 @@ class VisionOutput:
     def rows(self, index: Sequence[int] | torch.Tensor) -> "VisionOutput":
         """The images at ``index`` (a list or LongTensor of row numbers), as a new VisionOutput."""
         idx = torch.as_tensor(index, dtype=torch.long, device=self.features.device)
-        return VisionOutput(self.features[idx], self.cls_attention[idx.to(self.cls_attention.device)], self.grid_size)
+        pick = lambda t: None if t is None else t[idx.to(t.device)]  # noqa: E731
+        return VisionOutput(self.features[idx], pick(self.cls_attention), self.grid_size, pick(self.cls_feature),
+                            pick(self.keys))
 
     def kept_features(
         self, keep: torch.Tensor, image_index: Sequence[int] | torch.Tensor | None = None
@@ -67,11 +75,18 @@ class Selection:
       "indices" (explicit keep).
     - ``k``: visual tokens kept per image (N for "none").
     - ``keep`` (B, K) LongTensor, ascending indices into 0..N-1; ``None`` for an in-LLM method
-      (FastV), whose choice depends on the prompt and is made inside the language model (the
-      indices it chose come back in ``ScoreOutput.keep`` / ``GenerationOutput.keep``).
+      (FastV), whose choice depends on the prompt and is made inside the language model, for a
+      text-conditioned selector (CDPruner), chosen per prompt when the prompts are known, and
+      for a merger (the indices chosen come back in ``ScoreOutput.keep`` /
+      ``GenerationOutput.keep``).
     - ``params``: the method's parameters (completed, for an in-LLM method; as passed for a
       selector), recorded with the run.
     - ``info``: the selector's per-image diagnostics when ``return_info=True`` was passed.
+    - ``tokens`` (B, M, d_vision): a merger's output vectors (VisionZip, downsampling, no visual
+      tokens: M = 0), which the projector gets instead of kept patches; ``sources`` (B, M) the
+      patch each stands for (-1: the CLS token). None for every other method.
+    - ``per_prompt``: True for a text-conditioned selector (its ``keep`` is None until prompts
+      are known).
     """
 
     method: str
@@ -79,6 +94,14 @@ class Selection:
     keep: torch.Tensor | None
     params: dict = field(default_factory=dict)
     info: dict | None = None
+    tokens: torch.Tensor | None = None
+    sources: torch.Tensor | None = None
+    per_prompt: bool = False
+
+    @property
+    def in_llm(self) -> bool:
+        """True when the language model chooses the tokens (an in-LLM method such as FastV)."""
+        return self.keep is None and self.tokens is None and not self.per_prompt
 
 
 @dataclass
@@ -117,6 +140,9 @@ class ScoreOutput:
     - ``answer_logits``: per prompt, per answer, the first-token logits of those ids (float32
       values as Python floats), so a run's records can be recalibrated (temperature scaling,
       ``visprune.metrics.temperature``) without running the model again.
+    - ``tokens_per_layer`` (P, D) long: the real (unpadded) tokens each decoder layer saw for each
+      prompt; ``visual_per_layer`` (P, D) long: how many of them were visual (the cost
+      accounting of ALGORITHMS.md, "Conventions": the prefill FLOPs are computed from them).
     """
 
     probs: torch.Tensor
@@ -126,6 +152,8 @@ class ScoreOutput:
     answer_sets: list[tuple[str, ...]]
     answer_ids: list[list[list[int]]] = field(default_factory=list)
     answer_logits: list[list[list[float]]] = field(default_factory=list)
+    tokens_per_layer: torch.Tensor | None = None
+    visual_per_layer: torch.Tensor | None = None
 
     def probs_list(self) -> list[np.ndarray]:
         """One float32 array per prompt, over its own answer set (no padding)."""
@@ -143,9 +171,37 @@ class GenerationOutput:
     - ``texts``: decoded continuations (special tokens skipped, surrounding space stripped).
     - ``token_ids``: generated token ids per prompt, up to and excluding the end-of-sequence token.
     - ``keep`` (P, K) long on CPU: the visual tokens each prompt kept.
+    - ``tokens_per_layer``, ``visual_per_layer`` (P, D): the prompt's tokens per layer, as in
+      :class:`ScoreOutput`.
     """
 
     texts: list[str]
     token_ids: list[list[int]]
     keep: torch.Tensor
+    tokens_per_layer: torch.Tensor | None = None
+    visual_per_layer: torch.Tensor | None = None
+
+
+@dataclass
+class PromptRun:
+    """What one pass of the decoder over a prompt batch leaves (``LanguageMixin._run_prompt``).
+
+    - ``hidden`` (P, T', d): the last layer's output, before the final norm.
+    - ``keep`` (P, K) long: the visual tokens that reached the last layer, as indices 0..N-1
+      into the prompt's visual tokens (-1 for a token an in-LLM method inserted), or None
+      without an in-LLM method.
+    - ``layer_valid``: per layer, the (P, T_l) key validity, for cached decoding.
+    - ``layer_last``: per layer, the (P,) position id of the last prompt token as that layer saw
+      it (differs between layers when a method renumbers positions).
+    - ``positions`` (P, T'): position ids of the last layer's sequence.
+    - ``tokens_per_layer``, ``visual_per_layer`` (P, D) long: real tokens and visual tokens per layer.
+    """
+
+    hidden: torch.Tensor
+    keep: torch.Tensor | None
+    layer_valid: list
+    layer_last: list
+    positions: torch.Tensor
+    tokens_per_layer: torch.Tensor
+    visual_per_layer: torch.Tensor
 
