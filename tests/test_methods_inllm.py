@@ -527,12 +527,7 @@ def test_sparsevlm_pruner_on_consecutive_stage_layers(tiny_llama):
     assert nv1 == 21 and bool((pos1[valid.sum(1) == 60][0] == torch.arange(h1.shape[1])).all())
     for p in range(2):
         s = int(image_start[p])
-        text0 = hidden[p, s + n: 60].double().numpy()
-        raters = np.nonzero(_np_raters(hidden[p, s: s + n].double().numpy(), text0))[0]
-        ref = np.zeros(nv1)
-        for r in raters:
-            row = _np_attention_row(model.layers[1], model.config, h1[p], pos1[p], v1[p], s + nv1 + r)
-            ref += row[s: s + nv1] / len(raters)
+        ref = _np_rater_scores(model, 1, hidden[p], s, n, h1[p], pos1[p], v1[p], nv1)
         np.testing.assert_allclose(scores1[p].numpy(), ref, atol=1e-6)
     # stage 0 by hand: raters from layer 0's input, layer 0's attention rows, top 20 of 40
     pruner2 = sparsevlm.SparseVLMPruner(params, k=1)
@@ -543,13 +538,21 @@ def test_sparsevlm_pruner_on_consecutive_stage_layers(tiny_llama):
         _, scores = pruner2.pending
     for p in range(2):
         s = int(image_start[p])
-        text = hidden[p, s + n: 60].double().numpy()
-        raters = np.nonzero(_np_raters(hidden[p, s: s + n].double().numpy(), text))[0]
-        ref = np.zeros(n)
-        for r in raters:
-            row = _np_attention_row(model.layers[0], model.config, hidden[p], positions[p], valid[p], s + n + r)
-            ref += row[s: s + n] / len(raters)
+        ref = _np_rater_scores(model, 0, hidden[p], s, n, hidden[p], positions[p], valid[p], n)
         np.testing.assert_allclose(scores[p].numpy(), ref, atol=1e-6)
+
+
+def _np_rater_scores(model, layer, inputs, start, n, h, pos, valid, nv):
+    """The float64 reference of a SparseVLM stage's scores for one prompt: raters from the input
+    embeddings ``inputs`` (the n visual tokens at ``start``, text up to row 59), their attention
+    rows at ``layer`` on that layer's input ``h`` (``nv`` visual tokens), averaged over raters."""
+    text = inputs[start + n: 60].double().numpy()
+    raters = np.nonzero(_np_raters(inputs[start: start + n].double().numpy(), text))[0]
+    ref = np.zeros(nv)
+    for r in raters:
+        row = _np_attention_row(model.layers[layer], model.config, h, pos, valid, start + nv + r)
+        ref += row[start: start + nv] / len(raters)
+    return ref
 
 
 # ------------------------------------------------------------------ DART

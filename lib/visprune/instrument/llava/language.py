@@ -174,8 +174,10 @@ class LanguageMixin:
         tokens, visual = [], []
         prompt_end = inputs.attention_mask.shape[1] - 1 if select_row is None else select_row
         for i, layer in enumerate(lm.layers):
+            # the last prompt token's row in the current (possibly shortened) sequence
+            row = hidden.shape[1] - 1 if select_row is None else prompt_end - (inputs.num_visual - num_visual)
+            decision = None
             if pruner is not None:
-                row = hidden.shape[1] - 1 if select_row is None else prompt_end - (inputs.num_visual - num_visual)
                 state = {"hidden": hidden, "rope": rope, "valid": valid, "positions": positions,
                          "input_ids": input_ids, "image_start": inputs.image_start, "num_visual": num_visual,
                          "query_row": row, "final_norm": lm.norm}
@@ -198,9 +200,10 @@ class LanguageMixin:
                         positions = (valid.long().cumsum(dim=1) - 1).clamp_min(0)
                     bias = self._causal_bias(valid, hidden.dtype)
                     rope = lm.rotary_emb(hidden, position_ids=positions)
+            if decision is not None:  # the drop moved the last prompt token's row
+                row = hidden.shape[1] - 1 if select_row is None else prompt_end - (inputs.num_visual - num_visual)
             layer_valid.append(valid)
-            last = hidden.shape[1] - 1 if select_row is None else prompt_end - (inputs.num_visual - num_visual)
-            layer_last.append(positions[:, last])
+            layer_last.append(positions[:, row])
             tokens.append(valid.sum(dim=1))
             visual.append(torch.full((p,), num_visual, dtype=torch.long, device=hidden.device))
             hidden = layer(
