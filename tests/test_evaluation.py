@@ -271,7 +271,14 @@ def test_same_configuration_gives_identical_records(assets, tmp_path):
     config = RunConfig("pope-random", "random", 4, {"seed": 7}, n_samples=18, chunk_size=6)
     first = Evaluator(_profile(assets, tmp_path / "a"), progress=False).run(config)
     second = Evaluator(_profile(assets, tmp_path / "b"), progress=False, batch_size=3).run(config)
-    pd.testing.assert_frame_equal(first, second)
+    # another batch size pads prompts differently, which moves logits by float rounding only
+    # (BLAS kernels differ between CPUs): the float lists agree to rounding, everything else exactly
+    lists = ["probs", "answer_logits"]
+    pd.testing.assert_frame_equal(first.drop(columns=lists), second.drop(columns=lists))
+    for column in lists:
+        a = np.array(first[column].to_list(), dtype=float)
+        b = np.array(second[column].to_list(), dtype=float)
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
     other = Evaluator(_profile(assets, tmp_path / "c"), progress=False).run(
         RunConfig("pope-random", "random", 4, {"seed": 8}, n_samples=18, chunk_size=6))
     assert not np.allclose(np.stack(first["probs"].to_list()), np.stack(other["probs"].to_list()))

@@ -336,6 +336,16 @@ def test_adaptive_threshold_formula():
 PARAMS = {"adaptive": {"erank_ref": 5.0}}
 
 
+def _plain_selectors() -> list[str]:
+    """The pre-LLM selectors that need nothing but features and saliency (mergers and methods
+    reading the vision tower or the question have their own tests: test_methods_prellm.py,
+    test_method_cdpruner.py)."""
+    from visprune.pruning import PROMPT_INPUTS, VISION_INPUTS, spec
+
+    return [m for m in pre_llm_methods() if spec(m).output == "indices"
+            and not set(spec(m).inputs) & set(VISION_INPUTS + PROMPT_INPUTS)]
+
+
 @pytest.mark.parametrize("method", ["random", "saliency", "scope", "divprune", "adaptive"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
 def test_output_invariants(method, dtype):
@@ -352,7 +362,7 @@ def test_output_invariants(method, dtype):
 
 def test_numpy_inputs_accepted():
     x, a = random_batch(61)
-    for method in pre_llm_methods():
+    for method in _plain_selectors():
         got = select(method, x.numpy(), a.numpy(), 4, **PARAMS.get(method, {}))
         assert torch.equal(got, select(method, x, a, 4, **PARAMS.get(method, {})))
 
@@ -372,7 +382,7 @@ def test_return_info():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu():
     x, a = random_batch(64, b=4, n=64, d=16)
-    for method in pre_llm_methods():
+    for method in _plain_selectors():
         for k in (1, 10, 64):
             cpu = select(method, x, a, k, **PARAMS.get(method, {}))
             gpu = select(method, x.cuda(), a.cuda(), k, **PARAMS.get(method, {}))

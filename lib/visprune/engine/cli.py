@@ -103,7 +103,7 @@ def _configs(args: argparse.Namespace) -> list[RunConfig]:
     for dataset in args.datasets:
         for method in args.methods:
             mine = {k: v for k, v in params.items() if k in takes[method]}
-            for k in ([None] if method_spec(method).stage == "none" else args.budgets):
+            for k in ([None] if method_spec(method).stage == "none" or not method_spec(method).budget else args.budgets):
                 configs.append(RunConfig(dataset, method, k, mine, **common))
     return configs
 

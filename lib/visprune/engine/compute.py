@@ -10,13 +10,15 @@ from typing import Sequence
 import numpy as np
 
 from visprune.engine.config import RunConfig
+from visprune.metrics.cost import prefill_flops
 from visprune.pruning import spec as method_spec
 
 #: The per-sample record's own columns, in table order (metadata columns follow, sorted).
 RECORD_COLUMNS = (
     "sample_id", "image_id", "order", "status", "error", "label", "answers", "probs", "confidence",
     "prediction", "pred_answer", "correct", "answer_mass", "answer_token_ids", "answer_logits", "caption", "tokens_kept",
-    "erank_kept", "erank_image", "attn_entropy",
+    "erank_kept", "erank_image", "attn_entropy", "lm_tokens", "visual_tokens", "visual_per_layer", "prefill_flops",
+    "selector_flops",
 )  # then each method's declared per-image diagnostics (MethodSpec.records, e.g. adaptive's tau)
 
 
@@ -40,13 +42,13 @@ def compute_records(llava, config: RunConfig, samples: list, positions: list[int
     # vision tower + selection + image statistics, once per image, in batches of images
     per_image: dict[str, dict] = {}
     visions, selections, kept_erank = [], [], []
+    method = method_spec(config.method)
     for start in range(0, len(ok_ids), batch_size):
         batch_ids = ok_ids[start : start + batch_size]
         vision = llava.encode_images([images[i] for i in batch_ids], preprocess=config.preprocess)
         features = vision.features.float()
         erank_image = erank_batch(features)  # (B,), the image's diversity, reused by "adaptive"
         entropy = attention_entropy_batch(vision.cls_attention.float()).cpu()
-        method = method_spec(config.method)
         if method.stage == "none":
             selection = llava.select_tokens(vision, "none")
         else:
@@ -59,6 +61,10 @@ def compute_records(llava, config: RunConfig, samples: list, positions: list[int
             kept_erank.append(erank_image.cpu())  # all tokens kept: the image's own erank
         elif selection.keep is not None:
             kept_erank.append(erank_batch(vision.kept_features(selection.keep).float()).cpu())
+        elif selection.tokens is not None:  # a merger: the erank of the vectors it gives the projector
+            merged = selection.tokens.float()
+            kept_erank.append(erank_batch(merged).cpu() if merged.shape[1] > 0
+                              else torch.full((len(batch_ids),), float("nan")))
         else:
             kept_erank.append(None)
         erank_image = erank_image.cpu()
@@ -70,6 +76,8 @@ def compute_records(llava, config: RunConfig, samples: list, positions: list[int
             }
         visions.append(vision)
         selections.append(selection)
+
+    selector_cost = _selector_flops(method, config.k, config.params.get("feature_space"), llava)
 
     # prompts, in batches, each pointing at its image's row
     records = []
@@ -115,7 +123,7 @@ def compute_records(llava, config: RunConfig, samples: list, positions: list[int
                         "answer_token_ids": [list(map(int, ids)) for ids in out.answer_ids[j]],
                         "answer_logits": out.answer_logits[j],
                     })
-            if selection.keep is not None:  # chosen per image: one erank per image, shared
+            if selection.keep is not None or selection.tokens is not None:  # chosen per image: one erank per image, shared
                 erank_kept = kept_erank[b][torch.as_tensor(image_index)]
             elif bool((keep >= 0).all()):  # an in-LLM method chooses per prompt
                 erank_kept = erank_batch(vision.kept_features(keep.to(vision.features.device), image_index).float()).cpu()
@@ -124,13 +132,34 @@ def compute_records(llava, config: RunConfig, samples: list, positions: list[int
                     erank_batch(vision.kept_features(row[row >= 0][None].to(vision.features.device), [image]).float())
                     for row, image in zip(keep, image_index)
                 ]).cpu()
+            flops = prefill_flops(out.tokens_per_layer.numpy(), **llava.lm_widths)  # (P,)
             for j, i in enumerate(rows):
                 records[i]["tokens_kept"] = int(keep.shape[1])
                 records[i]["erank_kept"] = float(erank_kept[j])
+                records[i]["lm_tokens"] = int(out.tokens_per_layer[j, 0])
+                records[i]["visual_tokens"] = int(out.visual_per_layer[j, 0])
+                records[i]["visual_per_layer"] = float(out.visual_per_layer[j].double().mean())
+                records[i]["prefill_flops"] = float(flops[j])
+                records[i]["selector_flops"] = selector_cost
     for rec in records:
         rec.pop("batch", None)
         rec.pop("row", None)
     return records
+
+def _selector_flops(method, k, feature_space, llava) -> float | None:
+    """The method's own analytic cost per image (``MethodSpec.selector_flops(n, k, d)``, with N
+    visual tokens and d the width of the features it ranks), or None when it declares none."""
+    if method.selector_flops is None:
+        return None
+    n = llava.num_visual_tokens
+    if method.stage == "in-llm":
+        d = llava.lm_widths["hidden"]
+    elif (feature_space or method.feature_space) == "projected":
+        d = llava.lm_widths["hidden"]
+    else:
+        d = int(llava.config.vision_config.hidden_size)
+    return float(method.selector_flops(n, k if k is not None else 0, d))
+
 
 def _per_image_inputs(method, image_ids: Sequence[str], image_erank) -> dict:
     """The per-image inputs a method declares (``MethodSpec.inputs``), for one batch of images:

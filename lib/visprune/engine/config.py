@@ -4,6 +4,8 @@ part of its key (:meth:`RunConfig.key_dict`)."""
 
 from __future__ import annotations
 
+import math
+
 import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -15,7 +17,7 @@ from visprune.pruning import spec as method_spec
 from visprune.engine.datasets import DATASETS
 
 #: Bump when the meaning or layout of the records changes (invalidates every cache).
-ENGINE_VERSION = "5"
+ENGINE_VERSION = "6"
 
 
 # ------------------------------------------------------------------------------ method parameters
@@ -172,25 +174,40 @@ def validate_config(config: RunConfig, n_tokens: int | None = None, n_layers: in
         if config.params:
             raise ValueError(f"params: method 'none' takes no parameters, got {sorted(config.params)}")
         return
-    k = config.k
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k: method {config.method!r} needs the number of kept tokens k >= 1, got {k!r}")
-    if n_tokens is not None and k > n_tokens:
-        raise ValueError(f"k: {k} is more than the model's {n_tokens} visual tokens per image")
-    params = complete_params(config.method, config.params)
     method = method_spec(config.method)
+    k = config.k
+    if not method.budget:
+        if k is not None:
+            raise ValueError(f"k: method {config.method!r} takes no token budget; leave k=None (got {k!r})")
+    else:
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k: method {config.method!r} needs the number of kept tokens k >= 1, got {k!r}")
+        if n_tokens is not None and k > n_tokens:
+            raise ValueError(f"k: {k} is more than the model's {n_tokens} visual tokens per image")
+    params = complete_params(config.method, config.params)
     if method.stage == "in-llm":
-        method.function(**params, **({"n_layers": n_layers} if "n_layers" in method.inputs else {}))
+        completed = method.function(**params, **({"n_layers": n_layers} if "n_layers" in method.inputs else {}))
+        if method.check is not None and n_tokens is not None and n_layers is not None:
+            method.check(completed, int(k), int(n_tokens), int(n_layers))
         return
     import torch
 
-    from visprune.pruning import FEATURE_SPACES, select
+    from visprune.pruning import FEATURE_SPACES, merge, select
 
     feature_space = params.pop("feature_space")
     if feature_space not in FEATURE_SPACES:
         raise ValueError(f"feature_space: expected one of {FEATURE_SPACES}, got {feature_space!r}")
+    # a tiny dummy input (a square grid of at least k patches), so the method's own messages come through
+    side = max(1, math.isqrt(int(k or 1) - 1) + 1)
+    n, width = side * side, 4
     gen = torch.Generator().manual_seed(0)
-    features = torch.randn(1, int(k), 4, generator=gen)
-    saliency = torch.rand(1, int(k), generator=gen)
-    select(config.method, features, saliency, int(k), **params)
-
+    features = torch.randn(1, n, width, generator=gen)
+    saliency = torch.rand(1, n, generator=gen)
+    dummy = {"cls_feature": torch.randn(1, width, generator=gen), "vision_keys": torch.randn(1, 1 + n, width, generator=gen),
+             "vision_features": features, "grid_size": side, "questions": ["What is in the image?"],
+             "question_embeddings": [torch.randn(3, width, generator=gen)]}
+    params.update({name: dummy[name] for name in method.inputs if name in dummy})
+    if method.output == "tokens":
+        merge(config.method, features, saliency, None if k is None else int(k), **params)
+    else:
+        select(config.method, features, saliency, int(k), **params)

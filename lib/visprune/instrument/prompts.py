@@ -82,6 +82,17 @@ class PromptFormat:
         parts = re.split(r"(\{system\}|\{image\}|\{question\})", self.template)
         return "".join(values.get(part, part) for part in parts)
 
+    def conversation_without_image(self, question: str) -> str:
+        """The prompt for ``question`` with no image: ``{image}`` and the line break after it removed.
+
+        LLaVA-1.5's text-only prompt (``"{system} USER: {question} ASSISTANT:"``), used by the
+        "no visual tokens" control (ALGORITHMS.md, "Controls").
+        """
+        template = self.template.replace("{image}\n", "{image}").replace("{image}", "")
+        values = {"{system}": self.system, "{question}": question}
+        parts = re.split(r"(\{system\}|\{question\})", template)
+        return "".join(values.get(part, part) for part in parts)
+
     def describe(self) -> dict:
         """A plain dict (name, system, template): the format as run fingerprints record it."""
         return {"name": self.name, "system": self.system, "template": self.template}
@@ -155,6 +166,15 @@ def conversation(question: str, system: str = LLAVA_SYSTEM, image_token: str = I
     A checkpoint's own format: ``PromptFormat.conversation`` (``PrunedLlava.build_prompt``).
     """
     return f"{system} USER: {image_token}\n{question} ASSISTANT:"
+
+
+def strip_answer_format(question: str) -> str:
+    """The question without the answer-format instruction this module appends (POPE's short-answer
+    cue, ScienceQA's option-letter cue), as CDPruner conditions on it (ALGORITHMS.md, "CDPruner")."""
+    for suffix in (POPE_SUFFIX, "\n" + SCIENCEQA_SUFFIX, SCIENCEQA_SUFFIX):
+        if question.endswith(suffix):
+            return question[: -len(suffix)].rstrip()
+    return question.strip()
 
 
 def pope_question(text: str) -> str:

@@ -14,6 +14,8 @@ One function per metric, one module per family (in the order of ALGORITHMS.md):
 - :mod:`.image`, image statistics: ``erank`` and ``attention_entropy`` (validating wrappers around the batched
   torch kernels in ``visprune.instrument.image_stats``).
 - :mod:`.chair`, hallucination in captions: ``load_synonyms``, ``caption_objects`` and ``chair``.
+- :mod:`.loyalty`, answers that flip against the unpruned model: ``flip_rate`` (with ``wilson_interval``).
+- :mod:`.cost`, the language model's analytic prefill cost: ``prefill_flops`` (``layer_macs`` per layer).
 - :mod:`.bootstrap`, uncertainty: ``bootstrap_ci`` and ``bootstrap_diff_ci``.
 
 Conventions. Arrays may be NumPy arrays, torch tensors (CPU or GPU) or lists; everything except
@@ -26,6 +28,8 @@ for valid input.
 """
 
 from visprune.metrics.bootstrap import bootstrap_ci, bootstrap_diff_ci
+from visprune.metrics.cost import layer_macs, prefill_flops
+from visprune.metrics.loyalty import flip_rate, wilson_interval
 from visprune.metrics.calibration import (bin_edges, bin_index, brier, classwise_ece, debiased_ece, ece, ece_sweep,
                                           equal_mass_ece, mce, reliability_table)
 from visprune.metrics.decomposition import brier_decomposition
@@ -38,6 +42,7 @@ from visprune.metrics.pope import POPE_YES, accuracy, f1, pope_scores, precision
 from visprune.metrics.selective import _ideal_aurc, aurc, eaurc, risk_coverage  # noqa: F401 (_ideal_aurc: tests)
 
 __all__ = [
+    "flip_rate", "layer_macs", "prefill_flops", "wilson_interval",
     "POPE_YES", "accuracy", "precision", "recall", "f1", "yes_ratio", "pope_scores", "ece", "mce", "classwise_ece",
     "brier", "reliability_table", "bin_edges", "bin_index", "risk_coverage", "aurc", "eaurc", "erank",
     "attention_entropy", "load_synonyms", "caption_objects", "object_parser", "chair", "bootstrap_ci",

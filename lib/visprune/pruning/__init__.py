@@ -26,10 +26,10 @@ from visprune.pruning.registry import (
 # Every module of this folder is a method that registers itself on import: the built-in ones
 # first, in this order (the order of tables and legends), then any other module, by name. So a
 # new method is one new file here, and nothing else changes.
-_BUILT_IN = ("random", "saliency", "scope", "divprune", "adaptive", "fastv")
-_OTHERS = sorted(m.name for m in pkgutil.iter_modules(__path__)
-                 if m.name not in _BUILT_IN and m.name != "registry" and not m.name.startswith("_"))
-for _module in (*_BUILT_IN, *_OTHERS):
+_BUILT_IN = ("random", "downsample", "no_image", "saliency", "scope", "divprune", "adaptive", "visionzip", "vispruner",
+             "cdpruner", "fastv", "pyramiddrop", "sparsevlm", "dart")
+_FOUND = {m.name for m in pkgutil.iter_modules(__path__) if m.name != "registry" and not m.name.startswith("_")}
+for _module in (*[m for m in _BUILT_IN if m in _FOUND], *sorted(_FOUND - set(_BUILT_IN))):
     importlib.import_module(f"{__name__}.{_module}")
 from visprune.pruning.adaptive import (  # noqa: E402
     ADAPTIVE_DEFAULT_C, ADAPTIVE_DEFAULT_TAU_MAX, adaptive_select, adaptive_threshold,

@@ -67,7 +67,9 @@ def _threshold_and_erank(features, erank_ref, c, tau_max, image_erank) -> tuple[
 
 
 @register("adaptive", label="adaptive", color="#9467bd", inputs=("image_erank",), records=("tau",),
-          measured=("erank_ref",))
+          measured=("erank_ref",), source="AgilePruner-style (Baek et al., ICLR 2026); this project's defaults",
+          convention="K tokens enter the language model",
+          selector_flops=lambda n, k, d: 2.0 * n * n * d + 2.0 * k * n)
 def adaptive_select(
     features,
     saliency,

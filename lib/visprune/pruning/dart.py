@@ -210,6 +210,7 @@ class DARTPruner:
 
 @register("dart", stage="in-llm", label="DART", color="#ff9896", inputs=("n_layers",), pruner=DARTPruner,
           describe=_describe, source="https://github.com/ZichenWen1/DART",
+          selector_flops=lambda n, k, d: 2.0 * 8 * n * d + 2.0 * n * d,  # 8 pivots' cosines, key norms
           convention="K + 4 visual tokens after its layer (its 4 pivots are kept beyond the nominal budget); "
                      "all N before it")
 def dart_params(

@@ -10,7 +10,9 @@ from visprune.pruning._numerics import _first_within, cosine_similarity_matrix, 
 from visprune.pruning.registry import register
 
 
-@register("divprune", label="DivPrune", color="#2ca02c", feature_space="projected")
+@register("divprune", label="DivPrune", color="#2ca02c", feature_space="projected",
+          source="https://github.com/vbdi/divprune", convention="K tokens enter the language model",
+          selector_flops=lambda n, k, d: 2.0 * n * n * d + 2.0 * k * n)  # distances, then k min-updates
 def divprune_select(features, saliency, k):
     """Greedy max-min (farthest point) selection on cosine distance (ALGORITHMS.md, "DivPrune";
     Alvar et al., CVPR 2025).

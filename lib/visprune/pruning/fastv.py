@@ -82,7 +82,9 @@ class FastVPruner:
 
 
 @register("fastv", stage="in-llm", label="FastV", color="#d62728", inputs=("n_layers",),
-          pruner=FastVPruner, describe=_fastv_label)
+          pruner=FastVPruner, describe=_fastv_label, source="https://github.com/pkunlp-icler/FastV",
+          convention="K visual tokens after its layer; all N before it",
+          selector_flops=lambda n, k, d: 2.0 * n * d)  # one query's attention row at its layer
 def fastv_params(*, layer: int = DEFAULT_LAYER, ranking: str = DEFAULT_RANKING, n_layers: int | None = None) -> dict:
     """FastV's parameters, validated and completed with their defaults (ALGORITHMS.md, "FastV").
 

@@ -159,7 +159,9 @@ class PyramidDropPruner:
 
 @register("pdrop", stage="in-llm", label="PyramidDrop", color="#e377c2", inputs=("n_layers",),
           pruner=PyramidDropPruner, describe=_describe, source="https://github.com/Cooperx521/PyramidDrop",
-          convention="K = the visual tokens averaged over the language model's layers")
+          convention="K = the visual tokens averaged over the language model's layers",
+          selector_flops=lambda n, k, d: 3 * 2.0 * n * d,
+          check=lambda params, k, n, n_layers: pdrop_ratio(n, k, params, n_layers))  # one query's attention row at each of its 3 layers
 def pdrop_params(
     *,
     layers=DEFAULT_LAYERS,

@@ -19,7 +19,8 @@ def _row_seed(seed: int, sample_seed: int) -> int:
     return int(np.random.SeedSequence([seed, sample_seed]).generate_state(1, dtype=np.uint64)[0])
 
 
-@register("random", label="random", color="#7f7f7f", inputs=("sample_seeds",))
+@register("random", label="random", color="#7f7f7f", inputs=("sample_seeds",), source="(control) uniform draw",
+          convention="K tokens enter the language model", selector_flops=lambda n, k, d: 0.0)
 def random_select(features, saliency, k, *, seed: int = 0, sample_seeds: Sequence[int] | torch.Tensor | None = None):
     """K tokens drawn uniformly without replacement (ALGORITHMS.md, "Random").
 

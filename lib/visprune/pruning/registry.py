@@ -146,6 +146,7 @@ class MethodSpec:
     source: str = ""
     convention: str = ""
     selector_flops: Callable[..., float] | None = field(default=None, compare=False)
+    check: Callable[..., None] | None = field(default=None, compare=False)
 
     @property
     def per_prompt(self) -> bool:
@@ -213,13 +214,17 @@ def register(
     source: str = "",
     convention: str = "",
     selector_flops: Callable[..., float] | None = None,
+    check: Callable[..., None] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator declaring a method (see the module docstring); returns the function unchanged.
 
     ``source``: where the released code is (for the README's method table); ``convention``: what
     the budget K means for this method (e.g. "K tokens enter the language model"), printed
     beside every table that compares methods at a budget; ``selector_flops(n, k, d)``: the
-    analytic cost of the selection itself (multiply-adds x 2), for the cost tables.
+    analytic cost of the selection itself (multiply-adds x 2), for the cost tables;
+    ``check(params, k, n_tokens, n_layers)``: raises ValueError when a budget cannot be met on a
+    model with N visual tokens and D layers (PyramidDrop's smallest reachable average), so the
+    engine rejects such a run before computing anything.
     """
     if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"name: a method needs a name of letters, digits, '-' or '_', got {name!r}")
@@ -243,7 +248,8 @@ def register(
             raise ValueError(f"name: a method called {name!r} is already registered")
         _check_signature(name, stage, fn)
         spec_ = MethodSpec(name, stage, fn, label, color, tuple(inputs), tuple(measured), tuple(records),
-                           feature_space, pruner, describe, output, bool(budget), source, convention, selector_flops)
+                           feature_space, pruner, describe, output, bool(budget), source, convention, selector_flops,
+                           check)
         missing = [p for p in measured if p not in spec_.parameters]
         if missing:
             raise ValueError(f"measured: {missing} are not parameters of method {name!r}")

@@ -6,7 +6,8 @@ from visprune.pruning._numerics import _descending_order
 from visprune.pruning.registry import register
 
 
-@register("saliency", label="saliency-only", color="#e6550d")
+@register("saliency", label="saliency-only", color="#e6550d", source="https://github.com/Theia-4869/FasterVLM",
+          convention="K tokens enter the language model", selector_flops=lambda n, k, d: 0.0)
 def saliency_select(features, saliency, k):
     """The K tokens with the largest CLS attention (ALGORITHMS.md, "Saliency-only", as in FasterVLM).
 

@@ -197,7 +197,9 @@ def _scope_label(params: dict) -> str:
     return text
 
 
-@register("scope", label="SCOPE", color="#1f77b4", describe=_scope_label)
+@register("scope", label="SCOPE", color="#1f77b4", describe=_scope_label, source="Deng et al., NeurIPS 2025",
+          convention="K tokens enter the language model",
+          selector_flops=lambda n, k, d: 2.0 * n * n * d + 2.0 * k * n * n)  # similarities, then k coverage sweeps
 def scope_select(features, saliency, k, *, alpha: float = 1.0, gap_power: float = 1.0):
     """SCOPE greedy saliency-coverage selection (ALGORITHMS.md, "SCOPE"; Deng et al., NeurIPS 2025).
 

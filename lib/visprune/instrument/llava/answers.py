@@ -141,8 +141,7 @@ class AnswersMixin:
             eos_ids = self.eos_token_ids
         else:
             eos_ids = [int(e) for e in (eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id])]
-        inputs, selection, rows = self._prepare(questions, vision, selection, image_index)
-        in_llm = selection if selection.keep is None else None
+        inputs, in_llm, keep = self._prepare(questions, vision, selection, image_index)
         p, prompt_len = inputs.attention_mask.shape
         eos = torch.tensor(eos_ids, dtype=torch.long, device=self.device)
         filler = eos_ids[0] if eos_ids else self.pad_token_id  # fed after a prompt has finished
@@ -151,7 +150,7 @@ class AnswersMixin:
         run = self._run_prompt(inputs, in_llm, cache)
         last_position = inputs.position_ids[:, -1]  # (P,) the prompt's own last position (before any renumbering)
         next_hidden = self._decoder.norm(run.hidden[:, -1])  # (P, d)
-        keep = run.keep if in_llm is not None else selection.keep[rows]
+        keep = run.keep if in_llm is not None else keep
 
         generated: list[torch.Tensor] = []
         finished = torch.zeros(p, dtype=torch.bool, device=self.device)

@@ -61,11 +61,14 @@ def _as_rgb(image: Any) -> Any:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def _cls_attention(layer: nn.Module, hidden_in: torch.Tensor) -> torch.Tensor:
-    """CLS-query attention of a CLIP encoder ``layer`` over its patches, summed over heads.
+def _cls_attention(layer: nn.Module, hidden_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLS-query attention of a CLIP encoder ``layer`` over its patches, summed over heads, and
+    the layer's keys averaged over heads.
 
     ``hidden_in`` (B, 1 + N, d) is the layer's input. Recomputes LayerNorm -> q (CLS only), k
-    (all tokens) -> softmax(q k^T * scale) in float32. Returns (B, N) float32.
+    (all tokens) -> softmax(q k^T * scale) in float32. Returns the attention (B, N) float32 and
+    the head-averaged keys (B, 1 + N, head_dim) float32, CLS first (VisionZip's merge metric:
+    the released code's ``key_states`` averaged over heads; ALGORITHMS.md, "VisionZip").
     """
     attn = layer.self_attn
     x = layer.layer_norm1(hidden_in)  # (B, S, d)
@@ -74,5 +77,4 @@ def _cls_attention(layer: nn.Module, hidden_in: torch.Tensor) -> torch.Tensor:
     k = attn.k_proj(x).view(batch, seq_len, attn.num_heads, attn.head_dim).transpose(1, 2)  # (B, H, S, D)
     scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * attn.scale  # (B, H, 1, S)
     probs = torch.softmax(scores, dim=-1)[:, :, 0, 1:]  # (B, H, N): drop the CLS key
-    return probs.sum(dim=1)
-
+    return probs.sum(dim=1), k.float().mean(dim=1)

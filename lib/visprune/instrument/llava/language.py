@@ -9,7 +9,8 @@ import torch
 
 from visprune.instrument.llava._checks import _as_str_list, _image_rows, _to_bias
 from visprune.instrument.llava.outputs import LMInputs, PromptRun, Selection, VisionOutput
-from visprune.pruning import LayerDrop, spec as method_spec
+from visprune.instrument.prompts import strip_answer_format
+from visprune.pruning import LayerDrop, select as select_method, spec as method_spec
 from visprune.pruning.fastv import kept_sequence_index
 
 
@@ -65,13 +66,25 @@ class LanguageMixin:
             )
         return ids
 
+    def text_prompt_token_ids(self, question: str) -> list[int]:
+        """Token ids of the prompt for ``question`` without an image
+        (``prompt_format.conversation_without_image``), tokenised whole with the tokenizer's
+        special tokens (one BOS for a Llama tokenizer), as LLaVA tokenises a text-only prompt."""
+        if not isinstance(question, str):
+            raise ValueError(f"questions: expected strings, got {type(question).__name__}")
+        if self.image_token in question:
+            raise ValueError(f"questions: pass the question only; {self.image_token!r} is placed by the prompt format")
+        return list(self.tokenizer(self.prompt_format.conversation_without_image(question))["input_ids"])
+
     def build_inputs(self, questions: Sequence[str], visual_tokens: torch.Tensor) -> LMInputs:
         """Tokenise the prompts and put ``visual_tokens`` (P, M, d_text) in their image slot.
 
         Each prompt is ``build_prompt(question)`` tokenised as LLaVA's ``tokenizer_image_token``
         does (``llava/mm_utils.py``, :meth:`prompt_token_ids`): split on the image token, each
         chunk tokenised on its own, one BOS kept; the image's place becomes M consecutive
-        embedding slots. Prompts are left-padded to a common length.
+        embedding slots. Prompts are left-padded to a common length. With M = 0 (the "no visual
+        tokens" control) each prompt is the format's text-only conversation
+        (:meth:`text_prompt_token_ids`) and ``image_start`` points past its end.
         """
         questions = _as_str_list(questions, "questions")
         if visual_tokens.dim() != 3 or visual_tokens.shape[0] != len(questions):
@@ -81,6 +94,9 @@ class LanguageMixin:
         m = visual_tokens.shape[1]
         pieces = []  # (ids before the image, ids after it) per prompt
         for q in questions:
+            if m == 0:  # no visual tokens: the prompt without its image slot
+                pieces.append((self.text_prompt_token_ids(q), []))
+                continue
             ids = self.prompt_token_ids(q)
             slot = ids.index(self.image_token_id)
             pieces.append((ids[:slot], ids[slot + 1 :]))
@@ -113,15 +129,68 @@ class LanguageMixin:
 
     def _prepare(
         self, questions: Sequence[str], vision: Any, selection: Any, image_index: Sequence[int] | None
-    ) -> tuple[LMInputs, Selection, torch.Tensor]:
-        """Vision -> selection -> projected tokens -> LM inputs; returns (inputs, selection, image rows)."""
+    ) -> tuple[LMInputs, Selection | None, torch.Tensor | None]:
+        """Vision -> selection -> projected tokens -> LM inputs.
+
+        Returns (inputs, the selection when an in-LLM method chooses inside the language model
+        else None, the (P, K) visual tokens each prompt keeps: patch indices, a merger's sources
+        (-1 for the CLS token), None for an in-LLM method, whose choice comes with the run).
+        """
         questions = _as_str_list(questions, "questions")
         vision = self._as_vision(vision)
         selection = self._as_selection(selection, vision)
         rows = _image_rows(image_index, len(questions), len(vision), self.device)
-        keep = selection.keep  # None for an in-LLM method: all N tokens enter
-        tokens = self.visual_embeddings(vision, keep, rows)  # (P, K or N, d_text)
-        return self.build_inputs(questions, tokens), selection, rows
+        if selection.in_llm:  # all N tokens enter; the method drops inside
+            return self.build_inputs(questions, self.visual_embeddings(vision, None, rows)), selection, None
+        if selection.tokens is not None:  # a merger's vectors (M = 0: the prompt without its image)
+            merged = selection.tokens.to(device=vision.features.device, dtype=vision.features.dtype)[rows]
+            keep = selection.sources.to(vision.features.device)[rows]
+            if merged.shape[1] == 0:
+                width = self._decoder.embed_tokens.weight.shape[1]
+                tokens = merged.new_zeros(len(questions), 0, width)
+            else:
+                tokens = self.model.model.multi_modal_projector(merged)
+            return self.build_inputs(questions, tokens), None, keep
+        if selection.per_prompt:  # text-conditioned: chosen per prompt, now that the questions are known
+            keep = self._select_per_prompt(selection, vision, rows, questions)
+            return self.build_inputs(questions, self.visual_embeddings(vision.rows(rows), keep)), None, keep
+        keep = selection.keep[rows]
+        return self.build_inputs(questions, self.visual_embeddings(vision, selection.keep, rows)), None, keep
+
+    def question_embeddings(self, questions: Sequence[str]) -> list[torch.Tensor]:
+        """The language model's input embeddings of each question's tokens (no special tokens),
+        float32 (T_i, d_text): a text-conditioned selector's view of the question (CDPruner's
+        fallback relevance; ALGORITHMS.md, "CDPruner")."""
+        out = []
+        for q in questions:
+            ids = self.tokenizer(q, add_special_tokens=False)["input_ids"]
+            ids = torch.tensor(ids, dtype=torch.long, device=self.device)
+            out.append(self._decoder.embed_tokens(ids).float())
+        return out
+
+    def _select_per_prompt(self, selection: Selection, vision: VisionOutput, rows: torch.Tensor,
+                           questions: list[str]) -> torch.Tensor:
+        """A text-conditioned selector run once for the P prompts (their images at ``rows``):
+        the features of each prompt's image, the question without its answer-format
+        instruction (``prompts.strip_answer_format``) and that question's input embeddings."""
+        method_ = method_spec(selection.method)
+        params = dict(selection.params)
+        feature_space = params.pop("feature_space", method_.feature_space)
+        sub = vision.rows(rows)
+        features = sub.features
+        if feature_space == "projected":
+            features = self.model.model.multi_modal_projector(features)
+        stripped = [strip_answer_format(q) for q in questions]
+        extra = dict(self._vision_inputs(method_, sub))
+        if "questions" in method_.inputs:
+            extra["questions"] = stripped
+        if "question_embeddings" in method_.inputs:
+            extra["question_embeddings"] = self.question_embeddings(stripped)
+        keep = select_method(selection.method, features.float(), sub.cls_attention.float(), selection.k,
+                             **params, **extra)
+        keep = torch.as_tensor(keep, dtype=torch.long, device=vision.features.device)
+        self._check_keep(keep, len(questions), vision.num_tokens)
+        return keep
 
     # ---------------------------------------------------------------- the language model
 
@@ -273,7 +342,7 @@ class LanguageMixin:
 
         With a FastV ``selection``, T' = T - N + K (the dropped visual positions are gone).
         """
-        in_llm = selection if selection is not None and selection.keep is None else None
+        in_llm = selection if selection is not None and selection.in_llm else None
         run = self._run_prompt(inputs, in_llm)
         return self.model.lm_head(self._decoder.norm(run.hidden))
 
@@ -296,10 +365,9 @@ class LanguageMixin:
 
     def _first_token_logits(self, questions, vision, selection, image_index) -> tuple[torch.Tensor, torch.Tensor, PromptRun]:
         """As :meth:`first_token_logits`, with the :class:`PromptRun` (its per-layer token counts)."""
-        inputs, selection, rows = self._prepare(questions, vision, selection, image_index)
-        in_llm = selection if selection.keep is None else None
+        inputs, in_llm, keep = self._prepare(questions, vision, selection, image_index)
         run = self._run_prompt(inputs, in_llm)
         logits = self.model.lm_head(self._decoder.norm(run.hidden[:, -1])).float()  # (P, V)
-        keep = run.keep if in_llm is not None else selection.keep[rows]
+        keep = run.keep if in_llm is not None else keep
         return logits.cpu(), keep.cpu(), run
 

@@ -13,7 +13,7 @@ from torch import nn
 from visprune.instrument.llava.images import PREPROCESS, _as_rgb, _cls_attention, expand_to_square
 from visprune.instrument.llava.outputs import Selection, VisionOutput
 from visprune import pruning as methods
-from visprune.pruning import FEATURE_SPACES, spec as method_spec
+from visprune.pruning import FEATURE_SPACES, PROMPT_INPUTS, VISION_INPUTS, spec as method_spec
 
 
 class VisionMixin:
@@ -78,7 +78,8 @@ class VisionMixin:
         layer that produced them (``hidden_states[l]`` is the output of layer l-1): its input
         ``hidden_states[l-1]`` goes through that layer's first LayerNorm and q/k projections,
         and only the CLS query's softmax row is formed (summed over heads), so the tower keeps
-        its fast attention kernel.
+        its fast attention kernel. The same pass gives the CLS token's feature
+        (``cls_feature``) and the layer's head-averaged keys (``keys``), which VisionZip reads.
         """
         pixels = self.pixel_values(images, preprocess)
         tower = self.model.model.vision_tower
@@ -96,13 +97,14 @@ class VisionMixin:
             )
         features = hidden[index][:, 1:]  # (B, N, d) CLS dropped
         encoder_layer = self._encoder_layers()[index - 1]
-        cls_attention = _cls_attention(encoder_layer, hidden[index - 1])  # (B, N)
+        cls_attention, keys = _cls_attention(encoder_layer, hidden[index - 1])  # (B, N), (B, 1 + N, head_dim)
         if features.shape[1] != self.num_visual_tokens:
             raise ValueError(
                 f"images: got {features.shape[1]} patches, the config implies {self.num_visual_tokens}; "
                 "use the checkpoint's image processor"
             )
-        return VisionOutput(features=features, cls_attention=cls_attention, grid_size=self.grid_size)
+        return VisionOutput(features=features, cls_attention=cls_attention, grid_size=self.grid_size,
+                            cls_feature=hidden[index][:, 0], keys=keys)
 
     def _as_vision(self, vision: Any) -> VisionOutput:
         if isinstance(vision, VisionOutput):
@@ -154,9 +156,12 @@ class VisionMixin:
                 raise ValueError(f"k: method 'none' keeps all {n} tokens; pass k=None (got {k})")
             keep = torch.arange(n, device=vision.features.device).expand(len(vision), n).clone()
             return Selection("none", n, keep)
-        if k is None or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= n:
+        if not method_.budget:
+            if k is not None:
+                raise ValueError(f"k: method {method!r} takes no token budget; pass k=None (got {k!r})")
+        elif k is None or isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= n:
             raise ValueError(f"k: the number of kept tokens must be an int in 1..{n}, got {k!r}")
-        k = int(k)
+        k = int(k) if k is not None else None
         if method_.stage == "in-llm":
             return Selection(method, k, None, self._in_llm_params(method, params))
 
@@ -165,14 +170,39 @@ class VisionMixin:
         if feature_space not in FEATURE_SPACES:
             raise ValueError(f"feature_space: expected 'vision' or 'projected', got {feature_space!r}")
         return_info = bool(params.pop("return_info", False))
+        filled = sorted(set(params) & set(method_.inputs) & set(VISION_INPUTS + PROMPT_INPUTS))
+        if filled:
+            raise ValueError(f"params: {', '.join(filled)} are filled by the wrapper for method {method!r}; do not pass them")
+        if method_.per_prompt:  # text-conditioned: chosen per prompt once the questions are known
+            unknown = sorted(set(params) - set(method_.parameters))
+            if unknown:
+                raise ValueError(f"params: {method_.label} takes only {', '.join(method_.parameters)}, got {unknown}")
+            return Selection(method, k, None, {**params, "feature_space": feature_space}, per_prompt=True)
         features = vision.features
         if feature_space == "projected":
             features = self.model.model.multi_modal_projector(features)
-        result = methods.select(method, features.float(), vision.cls_attention.float(), k, return_info=return_info, **params)
+        extra = self._vision_inputs(method_, vision)
+        if method_.output == "tokens":  # a merger: its vectors replace the kept patches
+            merged = methods.merge(method, features.float(), vision.cls_attention.float(), k, **params, **extra)
+            sources = merged.sources.to(device=vision.features.device, dtype=torch.long)
+            return Selection(method, k if k is not None else 0, None, {**params, "feature_space": feature_space},
+                             merged.info if return_info else None, tokens=merged.tokens, sources=sources)
+        result = methods.select(method, features.float(), vision.cls_attention.float(), k, return_info=return_info,
+                                **params, **extra)
         keep, info = result if return_info else (result, None)
         keep = torch.as_tensor(keep, dtype=torch.long, device=vision.features.device)
         self._check_keep(keep, len(vision), n)
         return Selection(method, k, keep, {**params, "feature_space": feature_space}, info)
+
+    def _vision_inputs(self, method_, vision: VisionOutput) -> dict:
+        """The vision-tower inputs a method declares (``VISION_INPUTS``), from ``vision``."""
+        available = {
+            "cls_feature": lambda: None if vision.cls_feature is None else vision.cls_feature.float(),
+            "vision_keys": lambda: None if vision.keys is None else vision.keys.float(),
+            "vision_features": lambda: vision.features.float(),
+            "grid_size": lambda: vision.grid_size,
+        }
+        return {name: available[name]() for name in method_.inputs if name in available}
 
     def _in_llm_params(self, method: str, params: dict) -> dict:
         """An in-LLM method's parameters, validated and completed for this model's depth."""
@@ -208,9 +238,16 @@ class VisionMixin:
                 "selection: expected a Selection (from select_tokens), a (B, K) LongTensor or None, "
                 f"got {type(selection).__name__}"
             )
-        if selection.keep is None:  # an in-LLM method: its parameters, checked for this model
+        if selection.in_llm:  # an in-LLM method: its parameters, checked for this model
             return replace(selection, params=self._in_llm_params(selection.method, dict(selection.params)))
+        if selection.per_prompt:
+            return selection
+        if selection.tokens is not None:  # a merger's vectors, one set per image
+            if selection.tokens.dim() != 3 or selection.tokens.shape[0] != len(vision) \
+                    or selection.tokens.shape[2] != vision.features.shape[2]:
+                raise ValueError(f"selection: merged tokens of shape {tuple(selection.tokens.shape)} do not fit "
+                                 f"{len(vision)} images of width {vision.features.shape[2]}")
+            return selection
         keep = selection.keep.to(vision.features.device)
         self._check_keep(keep, len(vision), vision.num_tokens)
         return replace(selection, keep=keep)
-

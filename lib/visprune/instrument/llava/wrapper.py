@@ -156,6 +156,16 @@ class PrunedLlava(VisionMixin, LanguageMixin, AnswersMixin):
         return self.model.model.language_model  # LlamaModel: embed_tokens, layers, norm, rotary_emb
 
     @property
+    def lm_widths(self) -> dict[str, int]:
+        """The language model's widths for the FLOPs formula (``visprune.metrics.prefill_flops``):
+        ``hidden`` d, ``kv_width`` (key/value heads x head width) and ``mlp_width`` m."""
+        text = self.config.text_config
+        heads = int(text.num_attention_heads)
+        head_dim = int(getattr(text, "head_dim", None) or text.hidden_size // heads)
+        kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
+        return {"hidden": int(text.hidden_size), "kv_width": kv_heads * head_dim, "mlp_width": int(text.intermediate_size)}
+
+    @property
     def num_layers(self) -> int:
         """Decoder layers of the language model (FastV's L must be below this)."""
         return len(self._decoder.layers)
