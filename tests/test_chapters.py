@@ -39,6 +39,9 @@ SMALL: dict[str, dict] = {
                                 "max_new_tokens": 8, "n_examples": 2, "n_bootstrap": 50},
     "adaptive_pruner": {"budgets": [64], "n_pope": 24, "n_scienceqa": 16, "n_captions": 8, "max_new_tokens": 8,
                         "n_reference_images": 8, "n_bootstrap": 50},
+    "every_method": {"budgets": [64, 192], "methods": ["random", "downsample", "no_image", "visionzip", "cdpruner",
+                                                      "pdrop", "dart"],
+                     "n_pope": 12, "n_scienceqa": 12, "n_captions": 6, "max_new_tokens": 8, "n_bootstrap": 50},
     "performance": {},  # reads the committed benchmark CSVs; runs no model
 }
 

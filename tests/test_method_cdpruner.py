@@ -421,3 +421,17 @@ def test_bad_input(clip_dir, tmp_path, monkeypatch):
           vision_features=torch.ones(2, 16, 24))
     fails(r"^vision_features: with a CLIP text tower .*\(2, 16, d_v\)", text_tower=str(clip_dir))
     fails("^vision_features: width 7 does not match", text_tower=str(clip_dir), vision_features=torch.ones(2, 16, 7))
+
+
+def test_run_configuration_checks_the_text_tower_before_running(clip_dir, tmp_path):
+    """validate_config accepts a real CLIP checkpoint for text_tower (its widths need not match
+    the dummy input's) and refuses a missing or non-CLIP folder in one line naming text_tower."""
+    from visprune.engine import RunConfig, validate_config
+
+    validate_config(RunConfig("pope-random", "cdpruner", 16, {"text_tower": str(clip_dir)}), 144, 4)
+    with pytest.raises(ValueError, match="text_tower: no CLIP checkpoint"):
+        validate_config(RunConfig("pope-random", "cdpruner", 16, {"text_tower": str(tmp_path / "absent")}), 144, 4)
+    (tmp_path / "llama").mkdir()
+    (tmp_path / "llama" / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(ValueError, match="text_tower: .* holds a 'llama' model"):
+        validate_config(RunConfig("pope-random", "cdpruner", 16, {"text_tower": str(tmp_path / "llama")}), 144, 4)

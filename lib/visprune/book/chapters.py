@@ -224,14 +224,17 @@ class ListOf(Rule):
     item: Rule
     min_len: int = 1
     include: tuple = ()
+    none: str | None = None
 
     @property
     def expected(self) -> str:
         size = "a non-empty list of" if self.min_len == 1 else f"a list of at least {self.min_len}"
         must = f", including {' and '.join(repr(x) for x in self.include)}" if self.include else ""
-        return f"{size} distinct values (each {self.item.expected}){must}"
+        return f"{size} distinct values (each {self.item.expected}){must}" + (f" or None ({self.none})" if self.none else "")
 
     def problem(self, value: Any, base: Path | None = None) -> str | None:
+        if value is None and self.none:
+            return None
         got = f"expected {self.expected}, got {value!r}"
         if not isinstance(value, (list, tuple)) or len(value) < self.min_len:
             return got
@@ -329,6 +332,12 @@ def _complexity_measures() -> tuple:
     return COMPLEXITY_BY
 
 
+def _glance_methods() -> tuple:
+    from visprune.book.glance import glance_methods  # imported on use: it loads the engine's plotting helpers
+
+    return glance_methods()
+
+
 #: POPE's splits (the engine's POPE data sets are ``pope-<split>`` and their fitting splits ``pope-<split>-val``).
 _SPLITS = tuple(POPE_SPLITS)
 #: Methods whose kept patches a chapter can draw without run-specific inputs: the pre-LLM
@@ -399,6 +408,9 @@ PARAMETER_RULES: dict[str, Rule] = {
 #: Where one chapter asks more of a parameter than the others (chapter name -> name -> rule).
 CHAPTER_RULES: dict[str, dict[str, Rule]] = {
     "alpha_sweep": {"alphas": ListOf(Real(0.0), min_len=2)},  # a sweep compares at least two
+    # every method without run-specific inputs, None for all of them (book.glance.glance_methods)
+    "every_method": {"methods": ListOf(Choice(_glance_methods), include=("random", "downsample"),
+                                       none="every method but adaptive")},
 }
 
 

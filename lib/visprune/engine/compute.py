@@ -152,10 +152,8 @@ def _selector_flops(method, k, feature_space, llava) -> float | None:
     if method.selector_flops is None:
         return None
     n = llava.num_visual_tokens
-    if method.stage == "in-llm":
-        d = llava.lm_widths["hidden"]
-    elif (feature_space or method.feature_space) == "projected":
-        d = llava.lm_widths["hidden"]
+    if method.stage == "in-llm" or (feature_space or method.feature_space) == "projected":
+        d = llava.lm_widths["hidden"]  # in the language model, or the projector's output
     else:
         d = int(llava.config.vision_config.hidden_size)
     return float(method.selector_flops(n, k if k is not None else 0, d))

@@ -194,6 +194,8 @@ def validate_config(config: RunConfig, n_tokens: int | None = None, n_layers: in
 
     from visprune.pruning import FEATURE_SPACES, merge, select
 
+    if method.check is not None:  # what the dummy input below cannot check (a local checkpoint)
+        params = dict(method.check(params, k, n_tokens, n_layers))
     feature_space = params.pop("feature_space")
     if feature_space not in FEATURE_SPACES:
         raise ValueError(f"feature_space: expected one of {FEATURE_SPACES}, got {feature_space!r}")

@@ -316,10 +316,19 @@ def dpp_greedy_map(kernel: torch.Tensor, k: int, tol: torch.Tensor | float, fall
     return picks, dpp_picks
 
 
+def _check_run(params: dict, k, n_tokens, n_layers) -> dict:
+    """Before a run: a ``text_tower`` must name a readable CLIP checkpoint (loaded here, once, so
+    a bad folder is refused before any image is encoded); the engine's tiny dummy input then runs
+    the fallback relevance, since its widths cannot match the tower's."""
+    if params.get("text_tower") is not None:
+        load_text_tower(params["text_tower"])
+    return {**params, "text_tower": None}
+
+
 @register("cdpruner", label="CDPruner", color="#f7b6d2", feature_space="projected",
           inputs=("questions", "question_embeddings", "vision_features"),
           source="https://github.com/Theia-4869/CDPruner", convention="K tokens enter the language model",
-          selector_flops=cdpruner_flops, describe=_describe)
+          selector_flops=cdpruner_flops, describe=_describe, check=_check_run)
 def cdpruner_select(features, saliency, k, *, text_tower: str | None = None, questions=None,
                     question_embeddings=None, vision_features=None):
     """CDPruner: the K projected tokens of the greedy MAP of the question-conditioned DPP

@@ -146,7 +146,7 @@ class MethodSpec:
     source: str = ""
     convention: str = ""
     selector_flops: Callable[..., float] | None = field(default=None, compare=False)
-    check: Callable[..., None] | None = field(default=None, compare=False)
+    check: Callable[..., Any] | None = field(default=None, compare=False)
 
     @property
     def per_prompt(self) -> bool:
@@ -214,7 +214,7 @@ def register(
     source: str = "",
     convention: str = "",
     selector_flops: Callable[..., float] | None = None,
-    check: Callable[..., None] | None = None,
+    check: Callable[..., Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator declaring a method (see the module docstring); returns the function unchanged.
 
@@ -222,9 +222,13 @@ def register(
     the budget K means for this method (e.g. "K tokens enter the language model"), printed
     beside every table that compares methods at a budget; ``selector_flops(n, k, d)``: the
     analytic cost of the selection itself (multiply-adds x 2), for the cost tables;
-    ``check(params, k, n_tokens, n_layers)``: raises ValueError when a budget cannot be met on a
-    model with N visual tokens and D layers (PyramidDrop's smallest reachable average), so the
-    engine rejects such a run before computing anything.
+    ``check(params, k, n_tokens, n_layers)``: raises ValueError when the run cannot work, so the
+    engine rejects it before computing anything. An in-LLM method's receives its completed layer
+    parameters and says whether the budget can be met on a model with N visual tokens and D layers
+    (PyramidDrop's smallest reachable average). A pre-LLM method's receives its user parameters
+    (``n_tokens``, ``n_layers`` may be None), checks what the tiny dummy input of
+    :func:`visprune.engine.validate_config` cannot (a local checkpoint the method loads: CDPruner's
+    ``text_tower``) and returns the parameters to run that dummy input with.
     """
     if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"name: a method needs a name of letters, digits, '-' or '_', got {name!r}")

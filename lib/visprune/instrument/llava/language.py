@@ -152,8 +152,12 @@ class LanguageMixin:
                 tokens = self.model.model.multi_modal_projector(merged)
             return self.build_inputs(questions, tokens), None, keep
         if selection.per_prompt:  # text-conditioned: chosen per prompt, now that the questions are known
-            keep = self._select_per_prompt(selection, vision, rows, questions)
-            return self.build_inputs(questions, self.visual_embeddings(vision.rows(rows), keep)), None, keep
+            keep, projected = self._select_per_prompt(selection, vision, rows, questions)
+            if projected is None:
+                tokens = self.visual_embeddings(vision.rows(rows), keep)
+            else:  # the selector ranked projected tokens: take the kept ones instead of projecting again
+                tokens = projected.gather(1, keep[..., None].expand(-1, -1, projected.shape[-1]))
+            return self.build_inputs(questions, tokens), None, keep
         keep = selection.keep[rows]
         return self.build_inputs(questions, self.visual_embeddings(vision, selection.keep, rows)), None, keep
 
@@ -169,17 +173,23 @@ class LanguageMixin:
         return out
 
     def _select_per_prompt(self, selection: Selection, vision: VisionOutput, rows: torch.Tensor,
-                           questions: list[str]) -> torch.Tensor:
+                           questions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A text-conditioned selector run once for the P prompts (their images at ``rows``):
         the features of each prompt's image, the question without its answer-format
-        instruction (``prompts.strip_answer_format``) and that question's input embeddings."""
+        instruction (``prompts.strip_answer_format``) and that question's input embeddings.
+
+        Returns the (P, K) kept indices and, for a selector of projected tokens, the (P, N,
+        d_text) projected tokens it ranked (each image projected once, however many prompts use
+        it), so the kept ones are taken from them rather than projected again; else None."""
         method_ = method_spec(selection.method)
         params = dict(selection.params)
         feature_space = params.pop("feature_space", method_.feature_space)
         sub = vision.rows(rows)
-        features = sub.features
+        features = projected = None
         if feature_space == "projected":
-            features = self.model.model.multi_modal_projector(features)
+            features = projected = self.model.model.multi_modal_projector(vision.features)[rows]
+        else:
+            features = sub.features
         stripped = [strip_answer_format(q) for q in questions]
         extra = dict(self._vision_inputs(method_, sub))
         if "questions" in method_.inputs:
@@ -190,7 +200,7 @@ class LanguageMixin:
                              **params, **extra)
         keep = torch.as_tensor(keep, dtype=torch.long, device=vision.features.device)
         self._check_keep(keep, len(questions), vision.num_tokens)
-        return keep
+        return keep, projected
 
     # ---------------------------------------------------------------- the language model
 
