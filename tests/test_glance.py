@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from visprune.book import diversity, glance
+from visprune.book import diversity, glance, glance_plots
 
 MODEL = Path(__file__).resolve().parents[1] / "lib" / "visprune" / "assets" / "toy-llava"
 K_OF = {64: 16, 192: 48}  # the toy model's K for the papers' budgets (144 of 576)
@@ -129,9 +129,9 @@ def test_figures_draw_every_panel():
     matplotlib.use("Agg")
     records = _records()
     table = glance.glance_table(records, None, K_OF, n_bootstrap=20)
-    fig = glance.pareto_figure(table, [("pope-adversarial", "f1"), ("pope-adversarial", "ece")])
+    fig = glance_plots.pareto_figure(table, [("pope-adversarial", "f1"), ("pope-adversarial", "ece")])
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 2
-    fig = glance.control_figure(glance.controls(records, None, K_OF, n_bootstrap=20))
+    fig = glance_plots.control_figure(glance.controls(records, None, K_OF, n_bootstrap=20))
     assert len(fig.axes) == 2
     with pytest.raises(ValueError, match="^panels: no runs with 'chair_i'"):
-        glance.pareto_figure(table, [("pope-adversarial", "chair_i")])
+        glance_plots.pareto_figure(table, [("pope-adversarial", "chair_i")])

@@ -9,10 +9,9 @@ at the same budgets, with accuracy, calibration, hallucination, loyalty and cost
 - :func:`matched_flops`: each method's metric interpolated at the FLOPs a pre-LLM method spends at
   each budget (the comparison at matched FLOPs beside the one at matched K);
 - :func:`controls`: each method against random pruning and plain downsampling at the same K;
-- :func:`pareto_figure`: metric against prefill FLOPs, with the Pareto front;
 - :func:`glance_findings`: the chapter's conclusions, computed from those tables.
 
-The primitives (flip rates, cost table, Pareto front, paired comparisons with controls) are in
+The figures are in :mod:`visprune.book.glance_plots`; the primitives (flip rates, cost table, Pareto front, paired comparisons with controls) are in
 :mod:`visprune.book.overview`.
 """
 
@@ -32,7 +31,7 @@ from visprune.metrics.specs import LOWER_IS_BETTER
 from visprune.pruning import METHODS, spec as method_spec
 
 __all__ = ["PRIMARY", "grid_configs", "glance_table", "format_glance", "matched_flops", "controls",
-           "pareto_figure", "glance_findings", "glance_methods", "method_table", "control_figure", "matched_view"]
+           "glance_findings", "glance_methods", "method_table", "matched_view", "lower_is_better", "budget_text"]
 
 #: The headline quality metric of each kind of data set: F1 on POPE (as its paper reports),
 #: accuracy on ScienceQA-IMG, CHAIR_I on captions (lower is better).
@@ -50,7 +49,7 @@ def kind(dataset: str) -> str:
     return "pope" if str(dataset).startswith("pope") else str(dataset)
 
 
-def _lower_is_better(metric: str) -> bool:
+def lower_is_better(metric: str) -> bool:
     return metric in LOWER_IS_BETTER or metric.startswith("chair")
 
 
@@ -174,7 +173,7 @@ def format_glance(table: pd.DataFrame, dataset: str, digits: int = 3) -> pd.Data
     rows = table[table["dataset"] == dataset]
     if rows.empty:
         raise ValueError(f"dataset: {dataset!r} is not in the table; it has {sorted(table['dataset'].unique())}")
-    out = pd.DataFrame({"method": rows["label"], "budget (of 576)": rows["budget"].map(_budget_text)})
+    out = pd.DataFrame({"method": rows["label"], "budget (of 576)": rows["budget"].map(budget_text)})
     for m in SHOWN[kind(dataset)]:
         out[NAMES[m]] = [format_interval(v, lo, hi, digits) for v, lo, hi in
                          zip(rows[m], rows[f"{m}_low"], rows[f"{m}_high"])]
@@ -188,7 +187,7 @@ def format_glance(table: pd.DataFrame, dataset: str, digits: int = 3) -> pd.Data
     return out.reset_index(drop=True)
 
 
-def _budget_text(budget: float) -> str:
+def budget_text(budget: float) -> str:
     return "all" if budget == 576 else "0" if budget == 0 else "?" if pd.isna(budget) else str(int(budget))
 
 
@@ -262,94 +261,12 @@ def controls(records: pd.DataFrame, scores: pd.DataFrame | None, k_of: Mapping[i
     out["budget"] = [paper_of.get(int(k), math.nan) for k in out["k"]]
     out["label"] = [method_spec(m).label for m in out["method"]]
     out["indistinguishable"] = (out["low"] <= 0) & (out["high"] >= 0)
-    lower = np.array([_lower_is_better(m) for m in out["metric"]])
+    lower = np.array([lower_is_better(m) for m in out["metric"]])
     out["better"] = np.where(lower, out["high"] < 0, out["low"] > 0)
     out["worse"] = np.where(lower, out["low"] > 0, out["high"] < 0)
     cols = ["dataset", "control", "method", "label", "k", "budget", "metric", "diff", "low", "high",
             "indistinguishable", "better", "worse"]
     return out[cols]
-
-
-def pareto_figure(table: pd.DataFrame, panels: Sequence[tuple[str, str]], *, ncols: int = 2):
-    """Metric against prefill FLOPs (relative to unpruned), one panel per ``(dataset, metric)``.
-
-    Each method is one colour, its budgets joined by a line (error bars: the bootstrap interval);
-    the unpruned model is a black star, no visual tokens a grey cross. Circled points and the
-    dashed step line are the Pareto front: no other run has FLOPs no higher and the metric no
-    worse (:func:`overview.pareto_front`).
-    """
-    import matplotlib.pyplot as plt
-
-    if not panels:
-        raise ValueError("panels: give at least one (dataset, metric) pair")
-    nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(6.2 * ncols, 4.0 * nrows), squeeze=False)
-    handles: dict[str, Any] = {}
-    for ax, (dataset, metric) in zip(axes.flat, panels):
-        frame = table[table["dataset"] == dataset]
-        frame = frame.dropna(subset=["relative_flops", metric]) if metric in frame else frame.iloc[:0]
-        if frame.empty:
-            raise ValueError(f"panels: no runs with {metric!r} on data set {dataset!r}")
-        for method, runs in frame.groupby("method", sort=False):
-            runs = runs.sort_values("relative_flops")
-            x, y = runs["relative_flops"], runs[metric]
-            err = np.vstack([y - runs[f"{metric}_low"], runs[f"{metric}_high"] - y]).clip(min=0)
-            if method == "none":
-                h = ax.errorbar(x, y, yerr=err, fmt="*", color="black", ms=12, label="unpruned")
-            elif method == "no_image":
-                h = ax.errorbar(x, y, yerr=err, fmt="X", color="0.45", ms=9, label="no visual tokens")
-            else:
-                spec = method_spec(method)
-                h = ax.errorbar(x, y, yerr=err, fmt="-o" if spec.stage == "pre-llm" else "--s", color=spec.color,
-                                ms=5, lw=1.2, capsize=2, label=spec.label)
-            handles.setdefault(h.get_label(), h)
-        front = overview.pareto_front(frame["relative_flops"], frame[metric], not _lower_is_better(metric))
-        best = frame[front].sort_values("relative_flops")
-        ax.plot(best["relative_flops"], best[metric], ls=":", color="black", lw=1, drawstyle="steps-post", zorder=0)
-        ax.scatter(best["relative_flops"], best[metric], s=150, facecolors="none", edgecolors="black", lw=1, zorder=5)
-        better = "lower" if _lower_is_better(metric) else "higher"
-        ax.set_title(f"{dataset}: {NAMES.get(metric, metric)} ({better} is better)", fontsize=10)
-        ax.set_xlabel("prefill FLOPs of the language model (× unpruned)")
-        ax.set_ylabel(NAMES.get(metric, metric))
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
-    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(6, len(handles)), fontsize=8,
-               bbox_to_anchor=(0.5, -0.02 - 0.03 * math.ceil(len(handles) / 6)))
-    fig.tight_layout()
-    return fig
-
-
-def control_figure(ctl: pd.DataFrame):
-    """Against each control (one panel each): one row per method, one column per (data set, metric,
-    budget); green where the method is better than the control with the paired interval away from
-    0, red where worse, grey where the interval includes 0; the number is the difference."""
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
-
-    if ctl.empty:
-        raise ValueError("ctl: no comparisons with a control (run random and downsample at the same budgets)")
-    present = [c for c in _CONTROLS if c in set(ctl["control"])]
-    columns = list(dict.fromkeys(zip(ctl["dataset"], ctl["metric"], ctl["budget"])))
-    order = {m: i for i, m in enumerate(METHODS)}
-    fig, axes = plt.subplots(len(present), 1, figsize=(0.55 * len(columns) + 3, 5.0 * len(present)), squeeze=False)
-    cmap = ListedColormap(["#d6604d", "#d9d9d9", "#4dac26"])
-    for ax, control in zip(axes[:, 0], present):
-        rows = ctl[ctl["control"] == control]
-        methods = sorted(rows["method"].unique(), key=lambda m: order.get(m, len(order)))
-        grid = np.full((len(methods), len(columns)), np.nan)
-        for r in rows.to_dict("records"):
-            i, j = methods.index(r["method"]), columns.index((r["dataset"], r["metric"], r["budget"]))
-            grid[i, j] = 2 if r["better"] else 0 if r["worse"] else 1
-            ax.text(j, i, f"{r['diff']:+.2f}", ha="center", va="center", fontsize=6)
-        ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=2, aspect="auto")
-        ax.set_yticks(range(len(methods)), [method_spec(m).label for m in methods], fontsize=8)
-        ax.set_xticks(range(len(columns)), [f"{d} {NAMES.get(m, m)} @{_budget_text(b)}" for d, m, b in columns],
-                      rotation=70, ha="right", fontsize=7)
-        name = {"random": "random pruning", "downsample": "plain downsampling"}[control]
-        ax.set_title(f"against {name}: green better, red worse, grey cannot tell", fontsize=9)
-    fig.tight_layout()
-    return fig
 
 
 # ------------------------------------------------------------------------------ findings
@@ -360,7 +277,7 @@ def _value(r: Mapping[str, Any], metric: str) -> str:
 
 
 def _at(r: Mapping[str, Any]) -> str:
-    return f"{r['label']} at {_budget_text(r['budget'])}"
+    return f"{r['label']} at {budget_text(r['budget'])}"
 
 
 def _cost_sentence(table: pd.DataFrame, budgets: Sequence[int]) -> str:
@@ -386,7 +303,7 @@ def _cost_sentence(table: pd.DataFrame, budgets: Sequence[int]) -> str:
 
 
 def _front_sentence(frame: pd.DataFrame, metric: str) -> str:
-    front = overview.pareto_front(frame["relative_flops"], frame[metric], not _lower_is_better(metric))
+    front = overview.pareto_front(frame["relative_flops"], frame[metric], not lower_is_better(metric))
     runs = frame[front].sort_values("relative_flops")
     return listing([_at(r) for r in runs.to_dict("records")])
 
@@ -395,7 +312,7 @@ def _by_method(rows: pd.DataFrame) -> str:
     """``"saliency-only (64, 128), SCOPE (192)"``: the rows' methods with their budgets."""
     grouped: dict[str, list[str]] = {}
     for r in rows.to_dict("records"):
-        grouped.setdefault(r["label"], []).append(_budget_text(r["budget"]))
+        grouped.setdefault(r["label"], []).append(budget_text(r["budget"]))
     return listing([f"{label} ({', '.join(b)})" for label, b in grouped.items()])
 
 
@@ -428,7 +345,7 @@ def glance_findings(table: pd.DataFrame, ctl: pd.DataFrame, skipped: pd.DataFram
         lines.append(cost)
     for dataset, frame in table.groupby("dataset", sort=False):
         primary = PRIMARY[kind(dataset)]
-        lower = _lower_is_better(primary)
+        lower = lower_is_better(primary)
         base = frame[frame["method"] == "none"].iloc[0]
         text = [f"**{dataset}, {NAMES[primary]}** (unpruned {_value(base, primary)})."]
         best = []
