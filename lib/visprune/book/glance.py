@@ -109,11 +109,16 @@ def grid_configs(evaluator: Any, sizes: Mapping[str, int | None], methods: Seque
     return configs, table
 
 
+def _paper_of(k_of: Mapping[int, int]) -> dict[int, int]:
+    """{model K: paper budget}, the inverse of ``chapters.budgets_for``'s mapping."""
+    return {int(k): int(b) for b, k in k_of.items()}
+
+
 def _run_meta(records: pd.DataFrame, k_of: Mapping[int, int]) -> pd.DataFrame:
     """Per (dataset, run): method, k, label, stage, paper budget (576 unpruned, 0 without tokens)."""
     params = [c for c in param_columns() if c in records]
     first = records.groupby(["dataset", "run"], sort=False)[["method", "k", *params]].first().reset_index()
-    paper_of = {int(k): int(b) for b, k in k_of.items()}
+    paper_of = _paper_of(k_of)
     rows = []
     for r in first.to_dict("records"):
         spec = method_spec(r["method"])
@@ -158,12 +163,11 @@ def glance_table(records: pd.DataFrame, scores: pd.DataFrame | None, k_of: Mappi
     cost = overview.cost_table(records).drop(columns=["method", "k"])
     out = out.merge(cost, on=["dataset", "run"], how="left")
     out.insert(1, "kind", [kind(d) for d in out["dataset"]])
-    order = {m: i for i, m in enumerate(METHODS)}
-    out["_order"] = [order.get(m, len(order)) for m in out["method"]]
-    out = out.sort_values(["dataset", "_order", "budget"], kind="stable").drop(columns="_order")
     datasets = list(dict.fromkeys(records["dataset"]))
-    out["_d"] = [datasets.index(d) for d in out["dataset"]]
-    return out.sort_values("_d", kind="stable").drop(columns="_d").reset_index(drop=True)
+    methods = list(METHODS)
+    key = [(datasets.index(d), methods.index(m) if m in methods else len(methods), -1.0 if pd.isna(b) else b)
+           for d, m, b in zip(out["dataset"], out["method"], out["budget"])]
+    return out.iloc[sorted(range(len(out)), key=key.__getitem__)].reset_index(drop=True)  # data sets as run, methods as registered
 
 
 def format_glance(table: pd.DataFrame, dataset: str, digits: int = 3) -> pd.DataFrame:
@@ -257,7 +261,7 @@ def controls(records: pd.DataFrame, scores: pd.DataFrame | None, k_of: Mapping[i
         return pd.DataFrame(columns=["dataset", "control", "method", "label", "k", "budget", "metric", "diff", "low",
                                      "high", "indistinguishable", "better", "worse"])
     out = pd.concat(parts, ignore_index=True)
-    paper_of = {int(k): int(b) for b, k in k_of.items()}
+    paper_of = _paper_of(k_of)
     out["budget"] = [paper_of.get(int(k), math.nan) for k in out["k"]]
     out["label"] = [method_spec(m).label for m in out["method"]]
     out["indistinguishable"] = (out["low"] <= 0) & (out["high"] >= 0)

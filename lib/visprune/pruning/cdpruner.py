@@ -317,11 +317,11 @@ def dpp_greedy_map(kernel: torch.Tensor, k: int, tol: torch.Tensor | float, fall
 
 
 def _check_run(params: dict, k, n_tokens, n_layers) -> dict:
-    """Before a run: a ``text_tower`` must name a readable CLIP checkpoint (loaded here, once, so
-    a bad folder is refused before any image is encoded); the engine's tiny dummy input then runs
+    """Before a run: a ``text_tower`` must name a CLIP checkpoint folder (its ``config.json`` read,
+    the weights left for the run to load on its device); the engine's tiny dummy input then runs
     the fallback relevance, since its widths cannot match the tower's."""
     if params.get("text_tower") is not None:
-        load_text_tower(params["text_tower"])
+        _check_text_tower(params["text_tower"])
     return {**params, "text_tower": None}
 
 

@@ -185,11 +185,8 @@ class LanguageMixin:
         params = dict(selection.params)
         feature_space = params.pop("feature_space", method_.feature_space)
         sub = vision.rows(rows)
-        features = projected = None
-        if feature_space == "projected":
-            features = projected = self.model.model.multi_modal_projector(vision.features)[rows]
-        else:
-            features = sub.features
+        projected = self.model.model.multi_modal_projector(vision.features)[rows] if feature_space == "projected" else None
+        features = sub.features if projected is None else projected
         stripped = [strip_answer_format(q) for q in questions]
         extra = dict(self._vision_inputs(method_, sub))
         if "questions" in method_.inputs:
